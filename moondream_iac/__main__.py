@@ -1,0 +1,3 @@
+from moondream_iac.cli import main
+
+main()
