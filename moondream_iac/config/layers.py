@@ -1,0 +1,221 @@
+"""Layers of configuration: the base file, an environment overlay, then --set values.
+
+Precedence, lowest to highest: schema defaults, the base file, ``environments.<name>``
+from the same file, then each ``--set field.path=value`` in the order given. Mappings
+merge key by key; any other value (a list included) replaces the lower layer's value.
+Every leaf remembers the layer and location that set it, for error messages and
+``explain``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from moondream_iac.config.yamlfile import FieldPath, Location, YamlDocument, format_path
+from moondream_iac.errors import ConfigError, Problem
+
+ENVIRONMENTS_KEY = "environments"
+_REFERENCE = re.compile(r"\$\{([^}]*)\}|\$\$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SET_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The layer that set a value, and where."""
+
+    layer: str
+    location: Location | None
+
+    def format(self) -> str:
+        if self.location is None:
+            return self.layer
+        return f"{self.layer} ({self.location.format()})"
+
+
+@dataclass
+class Layer:
+    """One layer's data with the location of each of its values."""
+
+    name: str
+    data: dict[str, Any]
+    locations: dict[FieldPath, Location]
+
+
+def base_layer(document: YamlDocument) -> Layer:
+    """Return the file's own settings, without the environments section."""
+    data = {key: value for key, value in document.data.items() if key != ENVIRONMENTS_KEY}
+    return Layer("file", data, document.locations)
+
+
+def environment_names(document: YamlDocument) -> list[str]:
+    """Return the environments the file defines, in file order."""
+    environments = document.data.get(ENVIRONMENTS_KEY) or {}
+    return list(environments) if isinstance(environments, dict) else []
+
+
+def environment_layer(document: YamlDocument, name: str) -> Layer:
+    """Return the overlay of environment ``name``; raise ConfigError if it is not defined."""
+    environments = document.data.get(ENVIRONMENTS_KEY)
+    where = document.locate((ENVIRONMENTS_KEY,))
+    if environments is not None and not isinstance(environments, dict):
+        raise ConfigError([_problem(
+            "must be a mapping of environment name to settings", ENVIRONMENTS_KEY, where)])
+
+    known = list(environments or {})
+    if name not in known:
+        hint = f"defined: {', '.join(known)}" if known else "the file defines none under environments:"
+        raise ConfigError([Problem(
+            f"environment {name!r} not found; {hint}", path=ENVIRONMENTS_KEY,
+            file=document.file, line=where.line if where else None,
+            column=where.column if where else None,
+        )])
+
+    overlay = environments[name]
+    prefix = (ENVIRONMENTS_KEY, name)
+    if overlay is None:
+        overlay = {}
+    if not isinstance(overlay, dict):
+        raise ConfigError([_problem("must be a mapping of settings",
+                                    format_path(prefix), document.locate(prefix))])
+    locations = {
+        path[len(prefix):]: location for path, location in document.locations.items()
+        if path[: len(prefix)] == prefix
+    }
+    return Layer(f"environment {name}", overlay, locations)
+
+
+def set_layer(assignments: Sequence[str]) -> Layer:
+    """Parse ``--set field.path=value`` assignments; values are YAML scalars or lists."""
+    data: dict[str, Any] = {}
+    locations: dict[FieldPath, Location] = {}
+    problems: list[Problem] = []
+    for index, assignment in enumerate(assignments, start=1):
+        where = Location("--set", index, 1, assignment, False)
+        dotted, separator, raw = assignment.partition("=")
+        dotted = dotted.strip()
+        if not separator or not _SET_PATH.match(dotted):
+            problems.append(_problem(
+                f"invalid --set {assignment!r}; write FIELD.PATH=VALUE, e.g. "
+                "autoscaling.min_containers=1", "", where))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        path = tuple(dotted.split("."))
+        _assign(data, path, value)
+        locations[path] = Location("--set", index, 1, raw, not raw.startswith(("'", '"')))
+    if problems:
+        raise ConfigError(problems)
+    return Layer("--set", data, locations)
+
+
+def _assign(data: dict[str, Any], path: FieldPath, value: Any) -> None:
+    for part in path[:-1]:
+        child = data.get(part)
+        if not isinstance(child, dict):
+            child = data[part] = {}
+        data = child
+    data[path[-1]] = value
+
+
+def merge_layers(layers: Sequence[Layer]) -> tuple[dict[str, Any], dict[FieldPath, Origin]]:
+    """Merge layers lowest first; return the data and the origin of every value in it."""
+    merged: dict[str, Any] = {}
+    origins: dict[FieldPath, Origin] = {}
+    for layer in layers:
+        _merge_into(merged, layer.data, (), layer, origins)
+    return merged, origins
+
+
+def _merge_into(target: dict[str, Any], source: Mapping[str, Any], prefix: FieldPath,
+                layer: Layer, origins: dict[FieldPath, Origin]) -> None:
+    for key, value in source.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            origins.setdefault(path, Origin(layer.name, layer.locations.get(path)))
+            _merge_into(target[key], value, path, layer, origins)
+            continue
+        for stale in [known for known in origins if known[: len(path)] == path]:
+            del origins[stale]
+        target[key] = _copy(value)
+        _record_origins(value, path, layer, origins)
+
+
+def _record_origins(value: Any, path: FieldPath, layer: Layer,
+                    origins: dict[FieldPath, Origin]) -> None:
+    origins[path] = Origin(layer.name, layer.locations.get(path))
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _record_origins(child, (*path, key), layer, origins)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            _record_origins(child, (*path, index), layer, origins)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_copy(child) for child in value]
+    return value
+
+
+def resolve_references(data: Any, origins: Mapping[FieldPath, Origin],
+                       environ: Mapping[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` in every string with the variable's value; ``$$`` is a literal '$'.
+
+    Raise ConfigError naming each missing variable and where it was used. Only config
+    values are read this way: secrets stay names and their values are never read here.
+    """
+    environ = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    resolved = _resolve(data, (), origins, environ, problems)
+    if problems:
+        raise ConfigError(problems)
+    return resolved
+
+
+def _resolve(value: Any, path: FieldPath, origins: Mapping[FieldPath, Origin],
+             environ: Mapping[str, str], problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {key: _resolve(child, (*path, key), origins, environ, problems)
+                for key, child in value.items()}
+    if isinstance(value, list):
+        return [_resolve(child, (*path, index), origins, environ, problems)
+                for index, child in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        origin = origins.get(path)
+        where = origin.location if origin else None
+        if not _VARIABLE_NAME.match(name):
+            problems.append(_problem(
+                f"invalid variable reference ${{{name}}}; names are letters, digits and '_'",
+                format_path(path), where))
+            return ""
+        if name not in environ:
+            problems.append(_problem(
+                f"environment variable {name} is not set (used as ${{{name}}}); export it "
+                "before running, or write the value", format_path(path), where))
+            return ""
+        return environ[name]
+
+    return _REFERENCE.sub(substitute, value)
+
+
+def _problem(message: str, path: str, where: Location | None) -> Problem:
+    if where is None:
+        return Problem(message, path=path)
+    return Problem(message, path=path, file=where.file, line=where.line, column=where.column)
