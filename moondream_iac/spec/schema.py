@@ -274,10 +274,7 @@ class ModelSpec(Section):
 
 def _check_known_revision(repo: str, revision: str) -> None:
     """Reject a tag that the revision table does not list for this repo."""
-    try:
-        from moondream_iac.weights import revisions
-    except ModuleNotFoundError:  # TODO: drop once the revision table lands
-        return
+    from moondream_iac.weights import revisions
 
     known = revisions.known_revisions(repo)
     if not known:
