@@ -29,7 +29,9 @@ class Problem:
     def format(self) -> str:
         """Format as ``FILE:LINE:COLUMN: field.path: message``."""
         where = self.file or "<config>"
-        if self.line is not None:
+        if self.file == "--set" and self.line is not None:
+            where = f"--set #{self.line}"
+        elif self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"

@@ -65,6 +65,9 @@ class LoadedConfig:
     environment: str | None
     origins: dict[FieldPath, Origin]
     warnings: list[Problem] = field(default_factory=list)
+    # The merged data as written, before defaults: explain needs to know which values
+    # came as a compact form (gpu: "H100:2") rather than a mapping.
+    raw: dict[str, Any] = field(default_factory=dict)
 
     def origin(self, path: FieldPath) -> Origin:
         """Return the layer that set ``path``, or the schema default."""
@@ -98,7 +101,7 @@ def load_config(
     if problems:
         raise ConfigError(_sorted(problems))
 
-    loaded = LoadedConfig(spec, path, environment, origins)
+    loaded = LoadedConfig(spec, path, environment, origins, raw=data)
     loaded.warnings = spec_warnings(loaded)
     return loaded
 

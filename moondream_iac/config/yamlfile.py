@@ -40,6 +40,8 @@ class Location:
     plain: bool = False
 
     def format(self) -> str:
+        if self.file == "--set":
+            return f"--set #{self.line}"
         return f"{self.file}:{self.line}:{self.column}"
 
 

@@ -1,0 +1,230 @@
+"""The command line: ``python -m moondream_iac COMMAND``.
+
+Human output goes to stderr and machine output (``--json``, ``schema``) to stdout, so
+pipelines can redirect one without the other. validate, render, explain and plan never
+import torch, transformers or modal.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from moondream_iac import __version__
+from moondream_iac.errors import ConfigError, IacError
+
+EXIT_CODES_HELP = """\
+Exit codes: 0 success (for plan --detailed-exitcode: no changes); 1 error (invalid
+config, failed deploy, lock held); 2 plan --detailed-exitcode found changes;
+130 interrupted.
+"""
+
+app = typer.Typer(
+    name="moondream_iac",
+    help="Deploy a self-hosted Moondream endpoint on Modal from a declarative deploy.yaml.\n\n"
+    + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+FileOption = Annotated[
+    Path,
+    typer.Option("--file", "-f", help="The deploy file. Default: deploy.yaml in the current folder.",
+                 dir_okay=False),
+]
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", "-e", help="Environment overlay from the file's `environments:` "
+                 "section, applied on top of the base settings. Default: none."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one field, FIELD.PATH=VALUE (a YAML value), applied "
+                 "after the environment overlay. Repeatable.", metavar="FIELD.PATH=VALUE"),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print a JSON document on stdout instead of text.")
+]
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def reports_errors(command: Command) -> Command:
+    """Turn IacError into its message and exit code, and Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as error:
+            print_problems(error)
+            raise typer.Exit(error.exit_code) from None
+        except IacError as error:
+            stderr.print(f"[red]error:[/red] {escape(str(error))}")
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_problems(error: ConfigError) -> None:
+    """Print each problem on its own line, then a count."""
+    for problem in error.problems:
+        stderr.print(f"[red]error:[/red] {escape(problem.format())}")
+    count = len(error.problems)
+    stderr.print(f"{count} problem{'s' if count != 1 else ''} found")
+
+
+def print_warnings(warnings: list[Any]) -> None:
+    for warning in warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {escape(warning.format())}")
+
+
+@app.command()
+@reports_errors
+def validate(
+    file: FileOption = Path("deploy.yaml"),
+    env: EnvOption = None,
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the deploy file: syntax, schema, limits and cross-field rules.
+
+    Without --env, the base settings and every environment in the file are checked, and
+    two environments that would deploy the same Modal app are an error.
+    """
+    from moondream_iac.config.loader import load_config, load_every_environment
+    from moondream_iac.spec.schema import spec_hash
+
+    if env is None:
+        configs = load_every_environment(file, overrides=set_ or ())
+    else:
+        configs = [load_config(file, environment=env, overrides=set_ or ())]
+
+    for config in configs:
+        print_warnings(config.warnings)
+    if as_json:
+        document = {
+            "valid": True,
+            "file": str(file),
+            "deployments": [
+                {"environment": c.environment, "spec_hash": spec_hash(c.spec),
+                 "warnings": [w.format() for w in c.warnings]}
+                for c in configs
+            ],
+        }
+        typer.echo(json.dumps(document, indent=2))
+    names = ", ".join(c.environment or "base" for c in configs)
+    stderr.print(f"{file}: valid ({names})")
+
+
+@app.command()
+@reports_errors
+def schema(
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the JSON Schema to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of deploy.yaml, for editors and CI."""
+    from moondream_iac.spec.jsonschema import schema_text
+
+    text = schema_text()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    stderr.print(f"wrote {output}")
+
+
+@app.command()
+@reports_errors
+def explain(
+    file: FileOption = Path("deploy.yaml"),
+    env: EnvOption = None,
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print every effective field with the layer and FILE:LINE that set it.
+
+    Layers, lowest first: default, file, environment NAME, --set.
+    """
+    from moondream_iac.config.explain import explain_rows
+    from moondream_iac.config.loader import load_config
+
+    config = load_config(file, environment=env, overrides=set_ or ())
+    rows = explain_rows(config)
+    if as_json:
+        typer.echo(json.dumps([row._asdict() for row in rows], indent=2))
+        return
+    width = max(len(row.field) for row in rows)
+    for row in rows:
+        where = f" ({row.location})" if row.location else ""
+        typer.echo(f"{row.field.ljust(width)}  {row.value:<24}  {row.layer}{where}")
+
+
+@app.command()
+@reports_errors
+def render(
+    file: FileOption = Path("deploy.yaml"),
+    env: EnvOption = None,
+    set_: SetOption = None,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Build folder; the app file goes to OUT/<app name>/modal_app.py.")]
+    = Path("build"),
+) -> None:
+    """Write the Modal app file for the deployment, without deploying it."""
+    from moondream_iac.config.loader import load_config
+    from moondream_iac.render.renderer import render_to_dir
+
+    config = load_config(file, environment=env, overrides=set_ or ())
+    print_warnings(config.warnings)
+    path = render_to_dir(config.spec, out)
+    stderr.print(f"wrote {path}")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"moondream_iac {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=version_callback, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Deploy a self-hosted Moondream endpoint on Modal from a declarative deploy.yaml."""
+
+
+def _register_deploy_commands() -> None:
+    """Add plan, apply, status and destroy, which live in their own module."""
+    from moondream_iac import cli_deploy
+
+    cli_deploy.register(app, reports_errors)
+
+
+_register_deploy_commands()
+
+
+def main() -> None:
+    """Run the CLI (the console script and ``python -m moondream_iac``)."""
+    app(prog_name="moondream_iac")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
