@@ -1,0 +1,1 @@
+"""Deploy targets: Modal, and the local machine. Both follow targets.base.Target."""

@@ -1,0 +1,60 @@
+"""The interface every deploy target follows, so that adding a target touches one module.
+
+A target is built from a loaded config and knows how to read and write the applied
+record, look at the live endpoint, sync weights, deploy, change the autoscaler in place,
+and stop the deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    """What a deploy produced: the endpoint URL ending in /v1 and target-specific ids."""
+
+    url: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Target(Protocol):
+    """A place a deployment runs: the methods plan and apply call."""
+
+    name: str
+
+    def preflight(self) -> None:
+        """Raise TargetError in one line when the target cannot be reached or used."""
+
+    def read_record(self) -> dict[str, Any] | None:
+        """Return the last applied record, or None when nothing was applied."""
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Store the applied record where the next run, from any machine, reads it."""
+
+    def live_health(self) -> dict[str, Any] | None:
+        """Return the live endpoint's /v1/health document, or None when it is not running."""
+
+    def lock(self, holder: str) -> AbstractContextManager[None]:
+        """Hold the deployment lock; raise LockHeldError naming the holder and since when."""
+
+    def sync_weights(self) -> dict[str, Any]:
+        """Make the pinned weights present and verified; return the weights lock."""
+
+    def deploy(self, *, tag: str) -> DeployOutcome:
+        """Deploy (or redeploy) the rendered app and return its URL."""
+
+    def update_autoscaler(self) -> None:
+        """Apply the spec's autoscaler settings to the running app without a redeploy."""
+
+    def rollback(self) -> None:
+        """Return to the previous deployment."""
+
+    def destroy(self) -> None:
+        """Stop the deployment."""
+
+    def stream_logs(self) -> Iterator[str]:
+        """Yield log lines, when the target has them."""
