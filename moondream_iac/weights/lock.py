@@ -136,8 +136,8 @@ def verify_model_dir(model_dir: Path, lock_path: Path) -> None:
 
     Sizes are checked for all files before any file is hashed, so a missing or truncated
     file is reported without reading gigabytes first. The tokenizer snapshot is checked
-    too when the hub cache can be found: HF_HUB_CACHE or HF_HOME in the environment, or
-    ``<root>/hf/hub`` for a model folder laid out as ``<root>/models/<org>--<name>/<sha>``.
+    too when the hub cache can be found: ``<root>/hf/hub`` for a model folder laid out as
+    ``<root>/models/<org>--<name>/<sha>``, else HF_HUB_CACHE or HF_HOME from the environment.
     """
     model_dir = Path(model_dir)
     lock = read_lock(lock_path)
@@ -210,16 +210,16 @@ def _verify_tokenizer(model_dir: Path, tokenizer: LockedTokenizer) -> None:
 
 
 def _find_hub_cache(model_dir: Path) -> Path | None:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-
     parents = model_dir.resolve().parents
     if len(parents) >= 3 and parents[1].name == "models":
         candidate = parents[2] / "hf" / "hub"
         if candidate.is_dir():
             return candidate
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
     return None
 
 
