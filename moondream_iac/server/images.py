@@ -1,0 +1,136 @@
+"""Decode the ``image_url`` field into a PIL image, within size limits, and cache encodings.
+
+``image_url`` is a ``data:image/png;base64,...`` or ``data:image/jpeg;base64,...`` URL, or
+bare base64 with no prefix (Magnitude sends PNG screenshots that way). http(s) URLs are
+rejected: the server fetches nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from moondream_iac.server.api_error import ApiError
+
+ALLOWED_FORMATS = ("PNG", "JPEG")
+DATA_URL_MEDIA_TYPES = ("image/png", "image/jpeg", "image/jpg")
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """The decoded bytes of ``image_url`` and their sha256, the image cache key."""
+
+    data: bytes
+    sha256: str
+
+
+def image_bytes_from_url(image_url: str) -> ImageBytes:
+    """Decode a data URL or bare base64 string into bytes. Raises ApiError 400."""
+    payload = image_url
+    if image_url.startswith("data:"):
+        payload = _data_url_payload(image_url)
+    elif image_url.startswith(("http://", "https://")):
+        raise ApiError(
+            400,
+            "invalid image_url: http and https URLs are not fetched; send the image as a "
+            "data:image/png;base64 URL or as bare base64",
+        )
+
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(
+            400, "invalid image_url: not valid base64 (expected the characters A-Z a-z 0-9 + / and = padding)"
+        ) from None
+    if not data:
+        raise ApiError(400, "invalid image_url: the image is empty")
+    return ImageBytes(data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _data_url_payload(image_url: str) -> str:
+    header, separator, payload = image_url.partition(",")
+    if not separator:
+        raise ApiError(400, "invalid image_url: the data URL has no comma before the data")
+
+    media_type, *parameters = header[len("data:"):].split(";")
+    if "base64" not in parameters:
+        raise ApiError(400, "invalid image_url: the data URL is not base64-encoded (expected ;base64,)")
+    if media_type.lower() not in DATA_URL_MEDIA_TYPES:
+        raise ApiError(
+            400,
+            f"invalid image_url: unsupported media type {media_type[:40]!r}; send image/png or image/jpeg",
+        )
+    return payload
+
+
+def decode_image(image: ImageBytes, max_pixels: int) -> Any:
+    """Decode PNG or JPEG bytes into an RGB PIL image. Raises ApiError 400 or 413.
+
+    The pixel count is checked on the header, before the pixels are decoded, so a
+    small file that declares a huge image costs no memory.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        opened = Image.open(BytesIO(image.data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise ApiError(400, "invalid image_url: the data is not a PNG or JPEG image") from None
+    except Image.DecompressionBombError:
+        raise ApiError(413, "invalid image_url: the image has too many pixels") from None
+
+    width, height = opened.size
+    if width * height > max_pixels:
+        raise ApiError(
+            413,
+            f"invalid image_url: the image is {width}x{height} = {width * height} pixels, "
+            f"above the limit of {max_pixels}; send a smaller image",
+        )
+
+    try:
+        opened.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ApiError(400, f"invalid image_url: the {opened.format} image cannot be decoded ({error})") from None
+    if opened.mode != "RGB":
+        return opened.convert("RGB")
+    return opened
+
+
+class ImageCache:
+    """An LRU cache of ``model.encode_image`` results, keyed by the sha256 of the image bytes.
+
+    Thread-safe: the event loop reads it and the model worker thread fills it.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            encoded = self._entries.get(key)
+            if encoded is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return encoded
+
+    def put(self, key: str, encoded: Any) -> None:
+        with self._lock:
+            self._entries[key] = encoded
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

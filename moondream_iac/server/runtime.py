@@ -1,0 +1,138 @@
+"""The state one server process shares between requests: the model, its loader, the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from moondream_iac.server.api_error import ApiError, unavailable
+from moondream_iac.server.images import ImageCache
+from moondream_iac.server.settings import ServerSettings
+from moondream_iac.server.worker import ModelWorker
+
+logger = logging.getLogger("moondream_iac.server")
+
+LOADING_RETRY_AFTER_S = 5
+FAILED_RETRY_AFTER_S = 30
+
+
+class Runtime:
+    """The model (once loaded), the model worker, the image cache and the load status."""
+
+    def __init__(self, settings: ServerSettings, model: Any = None) -> None:
+        self.settings = settings
+        self.model = model
+        self.load_error: str | None = None
+        self.load_seconds: float | None = None
+        self.started = time.monotonic()
+        self.worker = ModelWorker(settings.queue_size)
+        self.image_cache = ImageCache(settings.image_cache_size)
+        self.decode_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    def require_model(self) -> Any:
+        """Return the model, or raise a 503 while it loads or after its load failed."""
+        if self.model is not None:
+            return self.model
+        if self.load_error is not None:
+            raise unavailable(
+                "the model failed to load; GET /v1/health shows the error", FAILED_RETRY_AFTER_S
+            )
+        raise unavailable("the model is still loading; retry shortly", LOADING_RETRY_AFTER_S)
+
+    def start_loading(self, loader: Callable[[], Any]) -> threading.Thread:
+        """Run ``loader`` on a background thread; requests get 503 until it returns."""
+        thread = threading.Thread(
+            target=self._load, args=(loader,), name="moondream-model-loader", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _load(self, loader: Callable[[], Any]) -> None:
+        started = time.perf_counter()
+        logger.info("loading the model from %s", self.settings.model_dir)
+        try:
+            model = loader()
+        except BaseException as error:  # noqa: BLE001 - reported in /v1/health, never re-raised
+            self.load_error = self.redact(f"{type(error).__name__}: {error}")
+            logger.error("failed to load the model from %s: %s", self.settings.model_dir, self.load_error)
+            return
+        self.load_seconds = time.perf_counter() - started
+        self.model = model
+        logger.info("the model is ready after %.2f s", self.load_seconds)
+
+    def redact(self, text: str) -> str:
+        """Replace the API key in ``text``, so error text can be shown and logged."""
+        key = self.settings.api_key
+        if key:
+            text = text.replace(key, "[redacted]")
+        return text
+
+    def health(self) -> dict[str, Any]:
+        """Return the body of ``/v1/health``: status, identity of the model and the runtime."""
+        settings = self.settings
+        status = "ready" if self.ready else ("failed" if self.load_error else "loading")
+        return {
+            "status": status,
+            "live": True,
+            "ready": self.ready,
+            "error": self.load_error,
+            "model_repo": settings.model_repo,
+            "revision": settings.revision,
+            "dtype": self._model_dtype(),
+            "device": self._model_device(),
+            "spec_hash": settings.spec_hash,
+            "tool_version": settings.tool_version,
+            "auth_mode": settings.auth_mode,
+            "queue": {"waiting": self.worker.waiting, "size": settings.queue_size},
+            "load_seconds": self.load_seconds,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+        }
+
+    def _model_dtype(self) -> str:
+        dtype = getattr(self.model, "dtype", None)
+        if dtype is None:
+            return self.settings.dtype
+        return str(dtype).removeprefix("torch.")
+
+    def _model_device(self) -> str:
+        device = getattr(self.model, "device", None)
+        return self.settings.device if device is None else str(device)
+
+
+def check_api_key(settings: ServerSettings, headers: Any) -> None:
+    """Raise ApiError 401 unless the request carries the configured key.
+
+    The key is accepted in ``X-Moondream-Auth`` (what the official clients send) or as
+    ``Authorization: Bearer``. In ``none`` and ``proxy`` modes nothing is checked, and the
+    empty ``X-Moondream-Auth`` that the npm client always sends is ignored.
+    """
+    import hmac
+
+    if settings.auth_mode != "api_key":
+        return
+    expected = (settings.api_key or "").encode("utf-8")
+    candidates = [headers.get("x-moondream-auth") or ""]
+    authorization = headers.get("authorization") or ""
+    if authorization[:7].lower() == "bearer ":
+        candidates.append(authorization[7:].strip())
+
+    matched = False
+    for candidate in candidates:
+        # Compare every candidate, so the time taken does not depend on which one matched.
+        matched |= hmac.compare_digest(candidate.encode("utf-8"), expected)
+    if not matched:
+        raise ApiError(
+            401,
+            "missing or invalid API key: send it in the X-Moondream-Auth header "
+            "or as Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
