@@ -395,3 +395,54 @@ def _tree(commit: FakeCommit, subpath: str) -> list[dict]:
 
 def _truthy(values: list[str] | None) -> bool:
     return bool(values) and values[0].lower() in ("1", "true", "yes")
+
+
+# Fixtures: Moondream-shaped repos for the weights tests.
+
+MOONDREAM_REPO = "vikhyatk/moondream2"
+STARMIE_REPO = "moondream/starmie-v1"
+
+
+def write_tokenizer(folder: Path, words: tuple[str, ...]) -> Path:
+    """Write a word-level ``tokenizer.json`` that ``tokenizers.Tokenizer`` loads, and return it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocabulary = {"[UNK]": 0, **{word: index + 1 for index, word in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path
+
+
+def publish_moondream(hub: FakeHub, workdir: Path, *, filler_bytes: int = 12 * 1024 * 1024) -> dict[str, str]:
+    """Publish tiny stand-ins of three ``vikhyatk/moondream2`` tags and their tokenizer repos.
+
+    - 2025-04-14: tiny model variant 1 (tokenizer from vikhyatk/moondream2@2024-08-26)
+    - 2025-06-21: tiny model variant 2 (tokenizer from moondream/starmie-v1@2025-06-21)
+    - 2025-03-27: tiny model variant 3 plus ``filler.safetensors`` of ``filler_bytes``
+      random bytes, large enough to span huggingface_hub's 10 MiB download chunks
+
+    Returns the commit sha of each published tag, keyed ``repo@tag``.
+    """
+    import random
+
+    from moondream_iac.testing.tiny_model import write_tiny_model
+
+    shas = {}
+    old_tokenizer = workdir / "moondream2-2024-08-26"
+    write_tokenizer(old_tokenizer, ("a", "screen", "old"))
+    shas[f"{MOONDREAM_REPO}@2024-08-26"] = hub.add_revision(MOONDREAM_REPO, "2024-08-26", old_tokenizer)
+
+    starmie = workdir / "starmie-2025-06-21"
+    write_tokenizer(starmie, ("a", "screen", "button"))
+    shas[f"{STARMIE_REPO}@2025-06-21"] = hub.add_revision(STARMIE_REPO, "2025-06-21", starmie)
+
+    for tag, variant in (("2025-04-14", 1), ("2025-06-21", 2), ("2025-03-27", 3)):
+        folder = write_tiny_model(workdir / f"moondream2-{tag}", variant=variant)
+        if tag == "2025-03-27":
+            filler = random.Random(tag).randbytes(filler_bytes)
+            (folder / "filler.safetensors").write_bytes(filler)
+        shas[f"{MOONDREAM_REPO}@{tag}"] = hub.add_revision(MOONDREAM_REPO, tag, folder)
+    return shas
