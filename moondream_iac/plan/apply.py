@@ -1,0 +1,224 @@
+"""apply: lock, plan, confirm, then sync weights, deploy or update, wait, smoke test, record.
+
+The steps run in this order under the deployment lock:
+
+1. read the applied record and the live health, and build the plan;
+2. stop when there is nothing to do, or after rendering on ``dry_run``;
+3. ask for confirmation;
+4. sync the weights, deploy (or update the autoscaler, or only write the record);
+5. wait for ``/v1/health`` to report ready with the new spec hash;
+6. run the smoke test; on failure, roll back when asked, and fail;
+7. write the new applied record.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moondream_iac.plan.errors import MissingApiKeyError, NotReadyError, SmokeTestError
+from moondream_iac.plan.model import Plan, build_plan
+from moondream_iac.spec.schema import DeploySpec, spec_hash
+from moondream_iac.state.record import build_record, summarise
+from moondream_iac.targets.base import Target
+
+# Seconds between two /v1/health polls while waiting for readiness.
+POLL_INTERVAL_S = 0.5
+# Seconds each smoke request may take; a first request may still warm caches.
+SMOKE_TIMEOUT_S = 120.0
+
+
+@dataclass
+class ApplyOptions:
+    """How apply behaves; ``confirm`` asks the user and returns their answer."""
+
+    confirm: Callable[[Plan], bool]
+    show_plan: Callable[[Plan], None]
+    log: Callable[[str], None]
+    dry_run: bool = False
+    rollback_on_failure: bool = False
+    smoke: bool = True
+    wait_timeout_s: float | None = None
+    build_dir: Path = Path("build")
+    costs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ApplyResult:
+    """What apply did: ``outcome`` is no_changes, dry_run, cancelled or applied."""
+
+    outcome: str
+    plan: Plan
+    url: str | None = None
+    record: dict[str, Any] | None = None
+    rendered: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "url": self.url,
+            "rendered": str(self.rendered) if self.rendered else None,
+            "smoke": (self.record or {}).get("smoke"),
+            "cold_start_seconds": (self.record or {}).get("cold_start_seconds"),
+        }
+
+
+def api_key_for(spec: DeploySpec, environ: Mapping[str, str] | None = None) -> str | None:
+    """Return the API key from the variable auth.key_env names, when auth.mode is api_key."""
+    environ = os.environ if environ is None else environ
+    if spec.auth.mode != "api_key":
+        return None
+    return environ.get(spec.auth.key_env) or None
+
+
+def read_plan(target: Target, spec: DeploySpec, *, file: str, environment: str | None,
+              costs: list[dict[str, Any]], refresh: bool = True) -> Plan:
+    """Read the record and (when ``refresh``) the live health, and build the plan."""
+    record = target.read_record()
+    health = target.live_health() if refresh else None
+    return build_plan(spec, file=file, environment=environment, record=record,
+                      health=health, costs=costs, refreshed=refresh)
+
+
+def run_apply(target: Target, spec: DeploySpec, *, file: str, environment: str | None,
+              options: ApplyOptions) -> ApplyResult:
+    """Apply ``spec`` to ``target``; raise an IacError when a step fails."""
+    api_key = api_key_for(spec)
+    if options.smoke and spec.auth.mode == "api_key" and not api_key and not options.dry_run:
+        raise MissingApiKeyError(
+            f"auth.mode is api_key but the environment variable {spec.auth.key_env} is not "
+            f"set, so the smoke test cannot call the endpoint; export {spec.auth.key_env} "
+            "with the endpoint's key, or pass --skip-smoke"
+        )
+
+    target.preflight()
+    with target.lock("apply"):
+        plan = read_plan(target, spec, file=file, environment=environment,
+                         costs=options.costs)
+        options.show_plan(plan)
+        if not plan.has_changes:
+            return ApplyResult("no_changes", plan, url=(plan.record or {}).get("url"))
+        if options.dry_run:
+            return ApplyResult("dry_run", plan, rendered=_render(spec, options.build_dir))
+        if not options.confirm(plan):
+            return ApplyResult("cancelled", plan)
+        return _execute(target, spec, plan, environment, api_key, options)
+
+
+def _render(spec: DeploySpec, build_dir: Path) -> Path:
+    from moondream_iac.render.renderer import render_to_dir
+
+    return render_to_dir(spec, build_dir)
+
+
+def _execute(target: Target, spec: DeploySpec, plan: Plan, environment: str | None,
+             api_key: str | None, options: ApplyOptions) -> ApplyResult:
+    previous = plan.record
+    weights_lock = (previous or {}).get("weights_lock")
+    url = (previous or {}).get("url")
+    smoke = (previous or {}).get("smoke")
+    cold_start = (previous or {}).get("cold_start_seconds")
+    details: dict[str, Any] = dict((previous or {}).get("details") or {})
+
+    if plan.needs_weights:
+        options.log("syncing weights")
+        weights_lock = target.sync_weights() or weights_lock
+
+    if plan.needs_deploy:
+        options.log(f"deploying to {target.name}")
+        outcome = target.deploy(tag=deploy_tag(spec))
+        url = outcome.url
+        details = dict(outcome.details)
+        weights_lock = details.pop("weights_lock", None) or weights_lock
+        try:
+            cold_start = _wait_ready(target, spec, options)
+            smoke = _smoke(url, api_key, options)
+        except (NotReadyError, SmokeTestError) as error:
+            _handle_failure(target, spec, plan, error, options, environment=environment,
+                            url=url, weights_lock=weights_lock, details=details)
+            raise
+    elif plan.action == "update_autoscaler":
+        options.log("updating the autoscaler in place")
+        target.update_autoscaler()
+
+    record = build_record(
+        spec, environment=environment, target=target.name, url=url or "",
+        weights_lock=weights_lock, smoke=smoke, cold_start_seconds=cold_start,
+        previous=previous, details=details,
+    )
+    target.write_record(record)
+    return ApplyResult("applied", plan, url=url, record=record)
+
+
+def deploy_tag(spec: DeploySpec) -> str:
+    """Return the deployment tag: ``iac-`` and the spec hash (Modal allows 50 characters)."""
+    return f"iac-{spec_hash(spec)}"
+
+
+def _wait_ready(target: Target, spec: DeploySpec, options: ApplyOptions) -> float:
+    """Poll live health until it reports ready with this spec's hash; return the seconds."""
+    timeout_s = options.wait_timeout_s or float(spec.timeouts.startup)
+    expected = spec_hash(spec)
+    started = time.monotonic()
+    last: Mapping[str, Any] | None = None
+    options.log(f"waiting up to {timeout_s:g} s for the endpoint to report ready")
+
+    while time.monotonic() - started < timeout_s:
+        last = target.live_health()
+        if last is not None and last.get("error") and not last.get("ready"):
+            raise NotReadyError(f"the deployment failed to start: {last['error']}")
+        if last is not None and last.get("ready") and last.get("spec_hash") in (expected, "", None):
+            return round(time.monotonic() - started, 3)
+        time.sleep(POLL_INTERVAL_S)
+
+    seen = "no answer" if last is None else (
+        f"status {last.get('status')!r}, spec_hash {last.get('spec_hash')!r}")
+    raise NotReadyError(
+        f"the deployment did not report ready with spec hash {expected} within "
+        f"{timeout_s:g} s (last /v1/health: {seen}); raise timeouts.startup or pass "
+        "--wait-timeout, and check the target's logs"
+    )
+
+
+def _smoke(url: str, api_key: str | None, options: ApplyOptions) -> dict[str, Any] | None:
+    from moondream_iac.smoke import run_smoke_test
+
+    if not options.smoke:
+        return None
+    options.log(f"smoke testing {url}")
+    result = run_smoke_test(url, api_key=api_key, timeout_s=SMOKE_TIMEOUT_S)
+    if not result["ok"]:
+        failed = [f"{route}: {outcome['error']}" for route, outcome in result["routes"].items()
+                  if not outcome["ok"]]
+        error = SmokeTestError(f"the smoke test failed on {url} ({'; '.join(failed)})")
+        error.result = result  # type: ignore[attr-defined]
+        raise error
+    return result
+
+
+def _handle_failure(target: Target, spec: DeploySpec, plan: Plan, error: Exception,
+                    options: ApplyOptions, *, environment: str | None, url: str,
+                    weights_lock: Any, details: dict[str, Any]) -> None:
+    """Roll back when asked and possible; otherwise record what is now deployed."""
+    previous = plan.record
+    if options.rollback_on_failure and previous:
+        options.log("rolling back to the previous deployment")
+        target.rollback()
+        # The stored record still describes the previous deployment, which runs again.
+        error.args = (f"{error.args[0]}; rolled back to the deployment applied at "
+                      f"{summarise(previous)['applied_at']}",)
+        return
+
+    record = build_record(
+        spec, environment=environment, target=target.name, url=url,
+        weights_lock=weights_lock, smoke=getattr(error, "result", None),
+        cold_start_seconds=None, previous=previous, details=details,
+    )
+    target.write_record(record)
+    hint = ("no previous deployment to roll back to" if not previous
+            else "rerun with --rollback-on-failure to return to the previous deployment")
+    error.args = (f"{error.args[0]}; {hint}",)

@@ -1,0 +1,1 @@
+"""What apply leaves behind: the applied record and the deployment lock."""

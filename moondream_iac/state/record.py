@@ -1,0 +1,145 @@
+"""The applied record: what the last successful apply deployed, stored by the target.
+
+A versioned JSON document. The plan compares the desired spec with it, and status and
+rollback read it. It carries secret names only; ``redact`` also blanks any value whose
+key looks like a credential, in case a target or a future field puts one there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from moondream_iac import __version__
+from moondream_iac.errors import TargetError
+from moondream_iac.spec.schema import DeploySpec, normalised, spec_hash
+from moondream_iac.state.lock import utc_now
+
+RECORD_VERSION = 1
+REDACTED = "[redacted]"
+
+# Keys whose values may be credentials.
+SECRET_KEY = re.compile(r"(key|token|secret|password|passwd|credential|auth)", re.IGNORECASE)
+# Spec fields that match SECRET_KEY but hold only the *name* of a secret or a variable.
+# They must stay readable: the plan compares them and the user needs to see them.
+NAME_ONLY_FIELDS = frozenset({
+    "auth", "auth.mode", "auth.secret", "auth.key_env", "model.hub_token_secret", "secrets",
+    "auth_mode", "key_env",
+})
+
+
+def build_record(
+    spec: DeploySpec,
+    *,
+    environment: str | None,
+    target: str,
+    url: str,
+    weights_lock: Mapping[str, Any] | None,
+    smoke: Mapping[str, Any] | None,
+    cold_start_seconds: float | None,
+    previous: Mapping[str, Any] | None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the record of a finished apply; ``previous`` is the record it replaces."""
+    record = {
+        "record_version": RECORD_VERSION,
+        "state": "applied",
+        "spec": normalised(spec),
+        "spec_hash": spec_hash(spec),
+        "environment": environment,
+        "target": target,
+        "url": url,
+        "weights_lock": dict(weights_lock) if weights_lock else None,
+        "tool_version": __version__,
+        "applied_at": utc_now(),
+        "smoke": dict(smoke) if smoke else None,
+        "cold_start_seconds": cold_start_seconds,
+        "details": dict(details or {}),
+        "previous": summarise(previous) if previous else None,
+    }
+    return redact(record)
+
+
+def summarise(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the part of a record that rollback and status need: hash, revision, URL, time."""
+    spec = record.get("spec") or {}
+    model = spec.get("model") or {}
+    return {
+        "spec_hash": record.get("spec_hash"),
+        "applied_at": record.get("applied_at"),
+        "url": record.get("url"),
+        "model_repo": model.get("repo"),
+        "revision": model.get("revision"),
+        "tool_version": record.get("tool_version"),
+        "details": dict(record.get("details") or {}),
+    }
+
+
+def mark_destroyed(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``record`` saying the deployment was stopped, and when."""
+    return {**record, "state": "destroyed", "destroyed_at": utc_now()}
+
+
+def check_record(data: Any, *, where: str) -> dict[str, Any] | None:
+    """Return a stored record when its version is one this tool reads; None for no record.
+
+    ``where`` names the storage place for the error message.
+    """
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise TargetError(f"the applied record at {where} is not a JSON object; remove it "
+                          "and run apply again")
+    version = data.get("record_version")
+    if version != RECORD_VERSION:
+        raise TargetError(
+            f"the applied record at {where} has record_version {version!r}, but this tool "
+            f"reads version {RECORD_VERSION}; upgrade moondream_iac, or remove the record "
+            "to let the next apply start over"
+        )
+    return data
+
+
+def is_live(record: Mapping[str, Any] | None) -> bool:
+    """Return True when ``record`` describes a deployment that was applied and not destroyed."""
+    return bool(record) and record.get("state", "applied") == "applied"
+
+
+def redact(data: Any, *, path: str = "", values: tuple[str, ...] = ()) -> Any:
+    """Return ``data`` with credential-like values replaced by ``[redacted]``.
+
+    A value is replaced when its key looks like a credential (``SECRET_KEY``) and its
+    dotted path is not a known name-only field, or when it contains one of ``values``
+    (secret values known to this process, such as the API key).
+    """
+    if isinstance(data, Mapping):
+        result = {}
+        for key, value in data.items():
+            child = f"{path}.{key}" if path else str(key)
+            if _is_secret_key(str(key), child) and isinstance(value, (str, int, float)):
+                result[key] = REDACTED
+            else:
+                result[key] = redact(value, path=child, values=values)
+        return result
+    if isinstance(data, (list, tuple)):
+        return [redact(item, path=path, values=values) for item in data]
+    if isinstance(data, str):
+        return redact_text(data, values)
+    return data
+
+
+def redact_text(text: str, values: tuple[str, ...]) -> str:
+    """Replace every occurrence of each non-empty value in ``values`` with ``[redacted]``."""
+    for value in values:
+        if value:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def _is_secret_key(key: str, path: str) -> bool:
+    if not SECRET_KEY.search(key):
+        return False
+    # Accept a name-only field at any depth: the spec sits under "spec" in the record
+    # and under "desired" in a plan.
+    return not any(path == name or path.endswith("." + name) for name in NAME_ONLY_FIELDS)

@@ -1,0 +1,116 @@
+"""The Modal target: the Target interface on top of the functions in modal_target.
+
+Modal itself is imported only inside modal_target and in ``lock``, so building a
+ModalTarget for a plan costs nothing until a method talks to Modal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moondream_iac.errors import TargetError
+from moondream_iac.smoke import get_health
+from moondream_iac.state.lock import record_lock
+from moondream_iac.state.record import check_record
+from moondream_iac.targets.base import DeployOutcome
+
+if TYPE_CHECKING:
+    from moondream_iac.config.loader import LoadedConfig
+
+# Seconds to wait for Modal's control plane before reporting it unreachable.
+REACHABLE_TIMEOUT_S = 10.0
+# Seconds to wait for /v1/health. A scaled-to-zero app starts a container to answer, which
+# can take longer; the plan then sees no live document and reports the endpoint as down.
+HEALTH_TIMEOUT_S = 20.0
+# The modal.Dict that holds one deployment lock entry per app name.
+LOCK_DICT = "moondream-iac-locks"
+
+
+class ModalTarget:
+    """A Moondream app on Modal, deployed from the rendered app file."""
+
+    name = "modal"
+
+    def __init__(self, loaded: LoadedConfig, *, build_dir: Path = Path("build")) -> None:
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.build_dir = Path(build_dir)
+
+    def preflight(self) -> None:
+        functions = _functions()
+        functions.check_credentials()
+        functions.check_reachable(REACHABLE_TIMEOUT_S)
+
+    def read_record(self) -> dict[str, Any] | None:
+        where = f"Modal volume {self.spec.volume.name}"
+        return check_record(_functions().read_record(self.spec), where=where)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        _functions().write_record(self.spec, record)
+
+    def live_health(self) -> dict[str, Any] | None:
+        # NOTE: on an app scaled to zero, this request starts a GPU container.
+        record = self.read_record()
+        url = (record or {}).get("url")
+        if not url:
+            return None
+        return get_health(url, api_key=self._api_key(), timeout_s=HEALTH_TIMEOUT_S)
+
+    def lock(self, holder: str) -> AbstractContextManager[Any]:
+        import modal
+
+        store = modal.Dict.from_name(
+            LOCK_DICT, environment_name=self.spec.app.environment, create_if_missing=True
+        )
+        return record_lock(store, self.spec.app.name, holder, deployment=self._deployment())
+
+    def sync_weights(self) -> dict[str, Any]:
+        functions = _functions()
+        sync = getattr(functions, "sync_weights", None)
+        if sync is None:
+            # NOTE: without a separate weights function, the deploy runs the weights step
+            # and returns the lock in DeployOutcome.details["weights_lock"].
+            return {}
+        return dict(sync(self.spec) or {})
+
+    def deploy(self, *, tag: str) -> DeployOutcome:
+        from moondream_iac.render.renderer import render_to_dir
+
+        app_file = render_to_dir(self.spec, self.build_dir)
+        return _functions().deploy(self.spec, app_file, tag=tag)
+
+    def update_autoscaler(self) -> None:
+        _functions().update_autoscaler(self.spec)
+
+    def rollback(self) -> None:
+        _functions().rollback(self.spec)
+
+    def destroy(self) -> None:
+        _functions().stop(self.spec)
+
+    def stream_logs(self) -> Iterator[str]:
+        return iter(())
+
+    def _api_key(self) -> str | None:
+        if self.spec.auth.mode != "api_key":
+            return None
+        return os.environ.get(self.spec.auth.key_env) or None
+
+    def _deployment(self) -> str:
+        environment = self.spec.app.environment or "default environment"
+        return f"{self.spec.app.name} (Modal {environment})"
+
+
+def _functions() -> Any:
+    try:
+        from moondream_iac.targets import modal_target
+    except ImportError as error:
+        raise TargetError(
+            f"the Modal target cannot be loaded ({error}); install it with: "
+            "pip install 'moondream-iac[modal]'"
+        ) from None
+    return modal_target
