@@ -1,4 +1,4 @@
-"""Synced weights load through the serving runtime, offline, and the pinned tag decides the answers."""
+"""Synced weights load offline through the serving runtime, and the pinned tag decides the captions."""
 
 from __future__ import annotations
 

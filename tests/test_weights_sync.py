@@ -428,3 +428,50 @@ def test_concurrent_syncs_end_consistent(hub, tmp_path):
     layout = WeightsLayout(tmp_path)
     active = layout.read_active(MOONDREAM_REPO)
     verify_model_dir(layout.model_dir(MOONDREAM_REPO, active.sha), layout.lock_path(MOONDREAM_REPO, active.sha))
+
+
+def test_weights_job_returns_lock_dict(hub, published, tmp_path, monkeypatch):
+    from moondream_iac.weights.remote import run_weights_job
+
+    token = "hf_job_token_67890"
+    hub.add_revision("job-org/model", "v1", published[2] / "starmie-2025-06-21")
+    hub.require_token("job-org/model", token)
+    monkeypatch.setenv("TEST_HUB_TOKEN", token)
+
+    result = run_weights_job("job-org/model", "v1", str(tmp_path), token_env="TEST_HUB_TOKEN")
+
+    assert result["repo"] == "job-org/model"
+    assert result["sha"] == hub.repos["job-org/model"].refs["v1"]
+    assert "tokenizer.json" in result["files"]
+    assert token not in json.dumps(result)
+
+
+def test_weights_job_missing_token_variable(hub, tmp_path, monkeypatch):
+    from moondream_iac.weights.remote import run_weights_job
+
+    monkeypatch.delenv("TEST_HUB_TOKEN_ABSENT", raising=False)
+
+    with pytest.raises(WeightsError) as caught:
+        run_weights_job(MOONDREAM_REPO, "2025-06-21", str(tmp_path), token_env="TEST_HUB_TOKEN_ABSENT")
+
+    assert "TEST_HUB_TOKEN_ABSENT is empty or not set" in str(caught.value)
+    assert hub.count() == 0
+
+
+def test_progress_lines_when_not_a_terminal(hub, tmp_path):
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from moondream_iac.weights.sync import sync_weights
+        sync_weights({MOONDREAM_REPO!r}, "2025-03-27", Path({str(tmp_path)!r}))
+    """)
+    env = {**os.environ, "HF_ENDPOINT": hub.url}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=REPO_ROOT)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert any("vikhyatk/moondream2@2025-03-27: 12.0 MiB to download, 0 B already present" in line
+               for line in lines), result.stderr
+    assert any("vikhyatk/moondream2@2025-03-27: done, 12.0 MiB of 12.0 MiB (100%)" in line
+               for line in lines), result.stderr
+    assert "\x1b[" not in result.stderr

@@ -200,7 +200,7 @@ def test_verify_model_dir_cases(tmp_path):
 
     other = tmp_path / "models" / "vikhyatk--moondream2" / ("0" * 40)
     other.mkdir()
-    with pytest.raises(WeightsError, match="holds commit 0000"):
+    with pytest.raises(WeightsError, match="contains commit 0000"):
         verify_model_dir(other, lock_path)
 
     (model_dir / "config.json").unlink()

@@ -117,7 +117,7 @@ class FakeHub:
         return sha
 
     def require_token(self, repo_id: str, token: str) -> None:
-        """Answer 401 RepoNotFound for ``repo_id`` unless a request carries ``Bearer <token>``."""
+        """Respond with 401 RepoNotFound for ``repo_id`` unless a request carries ``Bearer <token>``."""
         self.repos[repo_id].token = token
 
     # Faults and counters

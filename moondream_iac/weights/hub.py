@@ -50,7 +50,7 @@ class RemoteSnapshot:
 
 
 class HubUnreachable(Exception):
-    """The hub did not answer, or HF_HUB_OFFLINE forbids asking it."""
+    """The hub did not respond, or HF_HUB_OFFLINE forbids contacting it."""
 
 
 class DownloadInterrupted(Exception):

@@ -1,4 +1,4 @@
-"""Where the weights live on a root folder: a Modal volume mount or a local directory.
+"""Paths of the weights under a root folder, which is a Modal volume mount or a local directory.
 
     <root>/hf/                               HF_HOME: hub cache with the tokenizer repos
     <root>/hf/modules/                       HF_MODULES_CACHE: remote model code copies

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 LOCK_FORMAT = 1
 FIX_HINT = "rerun `moondream-iac apply` to download the weights again"
 
-# What the hub's metadata let the weights step check for a file.
+# Kinds of hub digest that a file was checked against.
 HUB_CHECK_LFS = "lfs-sha256"
 HUB_CHECK_BLOB = "git-blob-sha1"
 
@@ -144,19 +144,19 @@ def verify_model_dir(model_dir: Path, lock_path: Path) -> None:
 
     if is_commit_sha(model_dir.name) and model_dir.name != lock.sha:
         raise WeightsError(
-            f"model folder {model_dir} holds commit {model_dir.name} but {lock_path} locks "
+            f"model folder {model_dir} contains commit {model_dir.name} but {lock_path} locks "
             f"{lock.repo} at {lock.sha}; {FIX_HINT}"
         )
     if not model_dir.is_dir():
         raise WeightsError(f"model folder {model_dir} not found; {FIX_HINT}")
 
-    check_files(model_dir, lock.files, what=f"{lock.repo}@{lock.sha}")
+    check_files(model_dir, lock.files, label=f"{lock.repo}@{lock.sha}")
 
     if lock.tokenizer is not None:
         _verify_tokenizer(model_dir, lock.tokenizer)
 
 
-def check_files(folder: Path, files: dict[str, LockedFile], *, what: str) -> None:
+def check_files(folder: Path, files: dict[str, LockedFile], *, label: str) -> None:
     """Raise WeightsError naming the first file of ``files`` under ``folder`` that is missing or differs."""
     for name in sorted(files):
         path = folder / name
@@ -164,10 +164,10 @@ def check_files(folder: Path, files: dict[str, LockedFile], *, what: str) -> Non
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise WeightsError(f"weights file {path} of {what} is missing; {FIX_HINT}") from None
+            raise WeightsError(f"weights file {path} of {label} is missing; {FIX_HINT}") from None
         if size != expected.size:
             raise WeightsError(
-                f"weights file {path} of {what} has {size} bytes, the lock expects "
+                f"weights file {path} of {label} has {size} bytes, the lock expects "
                 f"{expected.size}; {FIX_HINT}"
             )
 
@@ -176,7 +176,7 @@ def check_files(folder: Path, files: dict[str, LockedFile], *, what: str) -> Non
         found = digest_file(path).sha256
         if found != files[name].sha256:
             raise WeightsError(
-                f"weights file {path} of {what} has sha256 {found}, the lock expects "
+                f"weights file {path} of {label} has sha256 {found}, the lock expects "
                 f"{files[name].sha256}; {FIX_HINT}"
             )
 
@@ -206,7 +206,7 @@ def _verify_tokenizer(model_dir: Path, tokenizer: LockedTokenizer) -> None:
         )
 
     check_files(storage / "snapshots" / tokenizer.sha, tokenizer.files,
-                what=f"{tokenizer.repo}@{tokenizer.sha}")
+                label=f"{tokenizer.repo}@{tokenizer.sha}")
 
 
 def _find_hub_cache(model_dir: Path) -> Path | None:

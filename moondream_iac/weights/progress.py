@@ -13,7 +13,7 @@ LOG_INTERVAL_S = 10.0
 
 
 class ProgressReporter(Protocol):
-    """What the weights step reports while it downloads."""
+    """The interface the weights step sends download progress to."""
 
     def start(self, label: str, total_bytes: int, done_bytes: int) -> None: ...
 
@@ -136,7 +136,23 @@ def make_progress(stream: TextIO | None = None) -> ProgressReporter:
     stream = stream if stream is not None else sys.stderr
     if stream.isatty():
         return RichProgress(stream)
+    ensure_log_handler(stream)
     return LogProgress()
+
+
+def ensure_log_handler(stream: TextIO | None = None) -> None:
+    """Send the weights logger's INFO lines to ``stream`` when no logging is configured.
+
+    A program that configures logging itself (a handler on the root logger) keeps full
+    control; this only avoids progress lines vanishing in a bare process.
+    """
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def format_bytes(count: float) -> str:

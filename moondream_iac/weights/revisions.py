@@ -59,7 +59,7 @@ def lookup_revision(repo: str, revision: str) -> RevisionInfo | None:
     """Return the table entry for a tag of ``repo``, or for a commit sha the table records.
 
     Returns None for an unknown tag, an unlisted repo, and a commit sha that no entry
-    records; the caller decides whether a bare sha is acceptable.
+    records. The caller decides whether a bare sha is acceptable.
     """
     revisions = _load_table().get(repo, {})
     if revision in revisions:
