@@ -475,3 +475,20 @@ def test_progress_lines_when_not_a_terminal(hub, tmp_path):
     assert any("vikhyatk/moondream2@2025-03-27: done, 12.0 MiB of 12.0 MiB (100%)" in line
                for line in lines), result.stderr
     assert "\x1b[" not in result.stderr
+
+
+def test_branch_resolved_online_or_local_fallback(hub, published, tmp_path, monkeypatch, caplog):
+    hub.add_revision("branch-org/model", "v1", published[2] / "starmie-2025-06-21")
+    first = sync_weights("branch-org/model", "main", tmp_path, progress=QuietProgress())
+    hub.reset_counts()
+
+    again = sync_weights("branch-org/model", "main", tmp_path, progress=QuietProgress())
+    assert hub.count("GET", "/api/models/branch-org/model/revision/main") == 1
+    assert hub.file_downloads() == 0
+    assert again.sha == first.sha
+
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
+    with caplog.at_level(logging.WARNING, logger="moondream_iac.weights"):
+        offline = sync_weights("branch-org/model", "main", tmp_path, progress=QuietProgress())
+    assert offline.sha == first.sha
+    assert "which the hub may have moved since" in caplog.text

@@ -172,6 +172,12 @@ class _SyncContext:
         try:
             remote = hub.resolve_snapshot(self.repo, self.revision, endpoint=self.endpoint, token=self.token)
         except HubUnreachable as error:
+            fallback = self._complete_local_lock(allow_moving=True)
+            if fallback is not None:
+                logger.warning("cannot reach the hub at %s (%s); using the local weights of %s@%s "
+                               "at commit %s, which the hub may have moved since",
+                               self.endpoint, error, self.repo, self.revision, fallback.sha)
+                return fallback
             raise WeightsError(
                 f"cannot reach the hub at {self.endpoint} ({error}) and {self.repo}@{self.revision} "
                 f"has no complete, verified weights under {self.layout.root}; rerun apply when the "
@@ -192,13 +198,17 @@ class _SyncContext:
 
     # Step 3: reuse a complete local snapshot.
 
-    def _complete_local_lock(self) -> WeightsLock | None:
-        """Return the lock of a complete local copy of this revision, after verifying its files."""
+    def _complete_local_lock(self, *, allow_moving: bool = False) -> WeightsLock | None:
+        """Return the lock of a complete local copy of this revision, after verifying its files.
+
+        A revision that can move (a branch) gets None unless ``allow_moving`` is set or
+        HF_HUB_OFFLINE is set.
+        """
         candidates = [lock for lock in self._local_locks()
                       if self.revision in (lock.revision, lock.sha)]
         if not candidates:
             return None
-        if not (is_immutable(self.repo, self.revision) or hub.offline_requested()):
+        if not (allow_moving or is_immutable(self.repo, self.revision) or hub.offline_requested()):
             # A branch such as "main" can move: ask the hub which commit it names now.
             return None
 
