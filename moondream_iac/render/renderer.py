@@ -7,6 +7,7 @@ reach it, because the spec holds only secret names.
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -57,6 +58,7 @@ def templates_root() -> Traversable:
     )
 
 
+@functools.cache
 def _environment():
     import jinja2
 
