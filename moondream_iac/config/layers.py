@@ -12,17 +12,23 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 
-from moondream_iac.config.yamlfile import FieldPath, Location, YamlDocument, format_path
+from moondream_iac.config.yamlfile import (
+    FieldPath,
+    Location,
+    YamlDocument,
+    format_path,
+    parse_yaml_value,
+)
 from moondream_iac.errors import ConfigError, Problem
 
 ENVIRONMENTS_KEY = "environments"
 _REFERENCE = re.compile(r"\$\{([^}]*)\}|\$\$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INTEGER = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
 _SET_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -46,6 +52,9 @@ class Layer:
     name: str
     data: dict[str, Any]
     locations: dict[FieldPath, Location]
+    # Problems found while reading the layer that leave its data usable, such as an
+    # octal-looking --set value; the loader reports them with the schema's findings.
+    problems: list[Problem] = field(default_factory=list)
 
 
 def base_layer(document: YamlDocument) -> Layer:
@@ -96,6 +105,7 @@ def set_layer(assignments: Sequence[str]) -> Layer:
     data: dict[str, Any] = {}
     locations: dict[FieldPath, Location] = {}
     problems: list[Problem] = []
+    reading_problems: list[Problem] = []
     for index, assignment in enumerate(assignments, start=1):
         where = Location("--set", index, 1, assignment, False)
         dotted, separator, raw = assignment.partition("=")
@@ -105,16 +115,16 @@ def set_layer(assignments: Sequence[str]) -> Layer:
                 f"invalid --set {assignment!r}; write FIELD.PATH=VALUE, e.g. "
                 "autoscaling.min_containers=1", "", where))
             continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+
         path = tuple(dotted.split("."))
+        location = Location("--set", index, 1, raw, not raw.lstrip().startswith(("'", '"')))
+        value, found = parse_yaml_value(raw, path, location)
+        reading_problems += found
         _assign(data, path, value)
-        locations[path] = Location("--set", index, 1, raw, not raw.startswith(("'", '"')))
+        locations[path] = location
     if problems:
         raise ConfigError(problems)
-    return Layer("--set", data, locations)
+    return Layer("--set", data, locations, reading_problems)
 
 
 def _assign(data: dict[str, Any], path: FieldPath, value: Any) -> None:
@@ -212,7 +222,25 @@ def _resolve(value: Any, path: FieldPath, origins: Mapping[FieldPath, Origin],
             return ""
         return environ[name]
 
-    return _REFERENCE.sub(substitute, value)
+    resolved = _REFERENCE.sub(substitute, value)
+    origin = origins.get(path)
+    if origin is not None and origin.location is not None and origin.location.plain:
+        return _typed_scalar(resolved) if "${" in value else resolved
+    return resolved
+
+
+def _typed_scalar(text: str) -> Any:
+    """Read an unquoted value after ``${VAR}`` substitution as a number or boolean.
+
+    ``min_containers: ${MIN}`` with MIN=1 gives the number 1, as if 1 had been written.
+    Only YAML 1.2 core forms count (decimal integers, true, false), so a variable that
+    holds 0755 or yes stays text and the schema reports it.
+    """
+    if _INTEGER.match(text):
+        return int(text)
+    if text in ("true", "false"):
+        return text == "true"
+    return text
 
 
 def _problem(message: str, path: str, where: Location | None) -> Problem:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from moondream_iac.config.layers import (
     Layer,
@@ -21,6 +19,7 @@ from moondream_iac.config.layers import (
     resolve_references,
     set_layer,
 )
+from moondream_iac.config.messages import error_message
 from moondream_iac.config.yamlfile import (
     FieldPath,
     Location,
@@ -32,29 +31,10 @@ from moondream_iac.errors import ConfigError, Problem
 from moondream_iac.spec.schema import (
     COMMIT_SHA,
     MODAL_WEB_CUTOFF_S,
-    MODAL_NAME,
-    WEB_LABEL,
     DeploySpec,
     RuleError,
+    expand_compact_gpu,
 )
-
-# Option names that Modal removed; they raise DeprecationError in modal 1.x.
-REMOVED_MODAL_NAMES = {
-    "keep_warm": "autoscaling.min_containers",
-    "container_idle_timeout": "autoscaling.scaledown_window",
-    "concurrency_limit": "autoscaling.max_containers",
-    "allow_concurrent_inputs": "concurrency.max_inputs",
-}
-# Keys allowed at the top level besides the schema's fields.
-FILE_ONLY_KEYS = ("environments",)
-
-_PATTERN_HINTS = {
-    MODAL_NAME: "use letters, digits, '.', '_' and '-', starting with a letter or digit, "
-                "at most 64 characters",
-    WEB_LABEL: "use lowercase letters, digits and '-', starting and ending with a letter "
-               "or digit, at most 63 characters",
-}
-
 
 @dataclass
 class LoadedConfig:
@@ -65,8 +45,7 @@ class LoadedConfig:
     environment: str | None
     origins: dict[FieldPath, Origin]
     warnings: list[Problem] = field(default_factory=list)
-    # The merged data as written, before defaults: explain needs to know which values
-    # came as a compact form (gpu: "H100:2") rather than a mapping.
+    # The merged data as written, before defaults, with compact forms expanded.
     raw: dict[str, Any] = field(default_factory=dict)
 
     def origin(self, path: FieldPath) -> Origin:
@@ -89,14 +68,16 @@ def load_config(
     if overrides:
         layers.append(set_layer(overrides))
 
-    data, origins = merge_layers(layers)
+    data, origins = merge_layers([_expand_compact_forms(layer) for layer in layers])
     data = resolve_references(data, origins, environ)
 
     problems = list(document.problems) + _boolean_word_problems(data, origins)
+    problems += [p for layer in layers for p in layer.problems]
     try:
         spec = DeploySpec.model_validate(data)
     except ValidationError as error:
-        problems += [_to_problem(item, origins, str(path)) for item in error.errors()]
+        problems += _without_repeats(
+            [_to_problem(item, origins, str(path)) for item in error.errors()], problems)
         raise ConfigError(_sorted(problems)) from None
     if problems:
         raise ConfigError(_sorted(problems))
@@ -130,6 +111,33 @@ def load_every_environment(path: Path, *, environ: Mapping[str, str] | None = No
     if problems:
         raise ConfigError(problems)
     return loaded
+
+
+def _expand_compact_forms(layer: Layer) -> Layer:
+    """Write ``gpu: "H100:2"`` as a mapping, so a higher layer can change one field of it.
+
+    Every field of the expanded mapping is located where the compact value was written.
+    """
+    compact = layer.data.get("gpu")
+    expanded = expand_compact_gpu(compact)
+    if expanded is compact:
+        return layer
+
+    where = layer.locations.get(("gpu",))
+    locations = dict(layer.locations)
+    if where is not None:
+        locations.update({("gpu", key): where for key in expanded})
+    return Layer(layer.name, {**layer.data, "gpu": expanded}, locations, layer.problems)
+
+
+def _without_repeats(schema_problems: list[Problem], found: list[Problem]) -> list[Problem]:
+    """Drop schema problems on a field that a YAML reading problem already explains.
+
+    ``mode: yes`` is reported once, as the YAML 1.1 boolean trap, instead of also as
+    "invalid value (got true)".
+    """
+    explained = {problem.path for problem in found}
+    return [problem for problem in schema_problems if problem.path not in explained]
 
 
 def _collisions(configs: Sequence[LoadedConfig]) -> list[Problem]:
@@ -223,10 +231,17 @@ def _to_problem(error: Mapping[str, Any], origins: Mapping[FieldPath, Origin],
     path: FieldPath = tuple(error["loc"])
     context = error.get("ctx") or {}
     cause = context.get("error")
+    location = _location(path, origins)
     if isinstance(cause, RuleError):
-        path = (*path, *cause.field.split("."))
-    message = _message(error, path, _location(path, origins))
-    return _located(message, path, _location(path, origins), file)
+        parent = path
+        path = (*parent, *cause.field.split("."))
+        candidates = [path, *((*parent, *name.split(".")) for name in cause.related)]
+        location = next(
+            (origins[c].location for c in candidates if c in origins and origins[c].location),
+            _location(path, origins),
+        )
+    message = error_message(error, path, location)
+    return _located(message, path, location, file)
 
 
 def _location(path: FieldPath, origins: Mapping[FieldPath, Origin]) -> Location | None:
@@ -235,98 +250,6 @@ def _location(path: FieldPath, origins: Mapping[FieldPath, Origin]) -> Location 
         if origin is not None and origin.location is not None:
             return origin.location
     return None
-
-
-def _message(error: Mapping[str, Any], path: FieldPath, location: Location | None) -> str:
-    kind = error["type"]
-    value = error.get("input")
-    context = error.get("ctx") or {}
-    got = _show(value)
-    if kind == "extra_forbidden":
-        return _unknown_key_message(path)
-    if kind == "string_type" and location is not None and location.plain:
-        what = _yaml_type_name(value)
-        if what:
-            return (f"YAML read the unquoted value {location.text} as {what}, but this field "
-                    f"is text; write it in quotes: \"{location.text}\"")
-    if kind == "value_error":
-        return str(context.get("error", error["msg"]))
-    if kind in ("greater_than_equal", "greater_than"):
-        return f"must be at least {context.get('ge', context.get('gt'))} (got {got})"
-    if kind in ("less_than_equal", "less_than"):
-        return f"must be at most {context.get('le', context.get('lt'))} (got {got})"
-    if kind == "literal_error":
-        return f"invalid value (got {got}); use one of: {context.get('expected')}"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"expected a whole number (got {got})"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"expected true or false (got {got})"
-    if kind == "string_type":
-        return f"expected text (got {got}); write it in quotes"
-    if kind == "string_pattern_mismatch":
-        hint = _PATTERN_HINTS.get(context.get("pattern"), f"it must match {context.get('pattern')}")
-        return f"invalid value (got {got}); {hint}"
-    if kind in ("string_too_long", "too_long"):
-        return f"too long (got {got}); at most {context.get('max_length')}"
-    if kind in ("string_too_short", "too_short"):
-        return f"too short (got {got}); at least {context.get('min_length')}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping of settings (got {got})"
-    if kind in ("tuple_type", "list_type"):
-        return f"expected a list (got {got})"
-    return f"{error['msg']} (got {got})"
-
-
-def _unknown_key_message(path: FieldPath) -> str:
-    key = str(path[-1])
-    replacement = REMOVED_MODAL_NAMES.get(key)
-    if replacement:
-        return (f"{key} was removed from Modal (it raises DeprecationError in modal 1.x); "
-                f"use {replacement} instead")
-    known = _known_keys(path[:-1])
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key {key!r}; did you mean {close[0]!r}?"
-    return f"unknown key {key!r}; known keys here: {', '.join(known)}"
-
-
-def _known_keys(parent: FieldPath) -> list[str]:
-    model: type[BaseModel] = DeploySpec
-    for part in parent:
-        info = model.model_fields.get(str(part))
-        annotation = info.annotation if info else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    keys = list(model.model_fields)
-    return keys + list(FILE_ONLY_KEYS) if model is DeploySpec else keys
-
-
-def _yaml_type_name(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return "a date"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if value is None:
-        return "null (empty)"
-    return None
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        text = "a mapping" if isinstance(value, dict) else "a list"
-        return text
-    if isinstance(value, str):
-        text = repr(value)
-    elif isinstance(value, bool):
-        text = str(value).lower()
-    elif value is None:
-        text = "null"
-    else:
-        text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _located(message: str, path: FieldPath, location: Location | None,

@@ -9,7 +9,7 @@ keys, merge keys, and the YAML 1.1 readings that turn ``0755`` into 493, ``1:30`
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,15 @@ from moondream_iac.errors import ConfigError, Problem
 # A config file larger than this is not a deploy.yaml; reading it would only waste memory.
 MAX_FILE_BYTES = 1_000_000
 MAX_DEPTH = 32
+# Values read from one file, aliases counted each time they are used: a deploy file has
+# about a hundred, and a YAML alias bomb (each level repeating the one before) has billions.
+MAX_VALUES = 10_000
+# Tags a deploy file may carry, implicit or explicit; any other tag (!!python/object,
+# !custom, !!binary, !!set) is rejected instead of being constructed or ignored.
+_ALLOWED_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")
+)
 
 FieldPath = tuple[str | int, ...]
 
@@ -81,6 +90,11 @@ def parse_yaml_text(text: str, name: str) -> YamlDocument:
         raise ConfigError([_syntax_problem(error, name)]) from None
     except yaml.YAMLError as error:
         raise ConfigError([Problem(f"invalid YAML: {error}", file=name, kind="parse")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(
+            f"the YAML is nested too deeply to read; a deploy file needs at most "
+            f"{MAX_DEPTH} levels", file=name, kind="parse",
+        )]) from None
 
     if node is None:
         raise ConfigError([Problem(
@@ -97,9 +111,37 @@ def parse_yaml_text(text: str, name: str) -> YamlDocument:
         )])
 
     reader = _NodeReader(name)
-    data = reader.read(node, ())
+    try:
+        data = reader.read(node, ())
+    except _TooManyValues:
+        raise ConfigError([Problem(
+            f"the file holds more than {MAX_VALUES} values once YAML aliases (*name) are "
+            "expanded; write the settings out instead of repeating aliases",
+            file=name, kind="parse",
+        )]) from None
     return YamlDocument(data=data, file=name, locations=reader.locations,
                         problems=reader.problems)
+
+
+def parse_yaml_value(text: str, path: FieldPath, where: Location) -> tuple[Any, list[Problem]]:
+    """Read one command-line value as YAML, with the same trap checks as a file.
+
+    Text that is not valid YAML is kept as a string; problems are located at ``where``.
+    """
+    if not text.strip():
+        return "", []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return text, []
+    if node is None:
+        return None, []
+
+    reader = _NodeReader(where.file)
+    value = reader.read(node, path)
+    problems = [replace(problem, line=where.line, column=where.column)
+                for problem in reader.problems]
+    return value, problems
 
 
 def _read_bytes(path: Path, name: str) -> bytes:
@@ -154,6 +196,10 @@ def _syntax_problem(error: yaml.MarkedYAMLError, name: str) -> Problem:
                    kind="parse")
 
 
+class _TooManyValues(Exception):
+    """Raised by _NodeReader once it has read MAX_VALUES values."""
+
+
 class _NodeReader:
     """Turn a composed node tree into plain data, collecting every problem on the way."""
 
@@ -162,11 +208,20 @@ class _NodeReader:
         self.locations: dict[FieldPath, Location] = {}
         self.problems: list[Problem] = []
         self._constructor = yaml.SafeLoader("")
+        self._values_read = 0
 
     def read(self, node: yaml.Node, path: FieldPath) -> Any:
+        self._values_read += 1
+        if self._values_read > MAX_VALUES:
+            raise _TooManyValues()
+
         self._remember(node, path)
         if len(path) > MAX_DEPTH:
             self._problem(node, path, f"nesting deeper than {MAX_DEPTH} levels")
+            return None
+        if node.tag not in _ALLOWED_TAGS:
+            self._problem(node, path, f"the YAML tag {_short_tag(node.tag)} is not supported; "
+                          "remove it and write a plain value")
             return None
         if isinstance(node, yaml.MappingNode):
             return self._read_mapping(node, path)
@@ -204,7 +259,12 @@ class _NodeReader:
         return result
 
     def _read_scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
-        value = self._constructor.construct_object(node, deep=True)
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError):
+            self._problem(node, path, f"{node.value!r} cannot be read as "
+                          f"{_short_tag(node.tag)}; remove the tag or fix the value")
+            return None
         if node.style is not None:
             return value
         text = node.value
@@ -232,6 +292,11 @@ class _NodeReader:
             message, path=format_path(path), file=self.name,
             line=node.start_mark.line + 1, column=node.start_mark.column + 1, kind="parse",
         ))
+
+
+def _short_tag(tag: str) -> str:
+    """Write ``tag:yaml.org,2002:int`` as ``!!int``, the form used in YAML files."""
+    return tag.replace("tag:yaml.org,2002:", "!!", 1)
 
 
 def format_path(path: FieldPath) -> str:

@@ -8,6 +8,7 @@ time, so the schema checks them before anything is sent.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -35,6 +36,13 @@ MODAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 WEB_LABEL = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 HUB_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
+# A git tag, branch or commit sha as the hub accepts it in a URL: no spaces, quotes,
+# braces or control characters.
+REVISION = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+# A host name, an IPv4 address or an IPv6 address without brackets.
+HOST = r"^[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}$"
+# A file system path with no control characters (NUL, newline, tab and the like).
+PLAIN_PATH = r"^[^\x00-\x1f\x7f]+$"
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 # Branch names that move: pinning one of them gives a different model on each deploy.
 MOVING_REVISIONS = frozenset({"main", "master", "head", "latest", "dev"})
@@ -53,17 +61,35 @@ ModalName = Annotated[str, Field(pattern=MODAL_NAME, max_length=64)]
 
 
 class RuleError(ValueError):
-    """A cross-field rule broken; ``field`` names the field the message points at."""
+    """A cross-field rule broken; ``field`` names the field the message points at.
 
-    def __init__(self, message: str, field: str) -> None:
+    ``related`` lists other fields of the rule, in order; when ``field`` was left at its
+    default, the message is located at the first of them that the file writes.
+    """
+
+    def __init__(self, message: str, field: str, related: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.field = field
+        self.related = related
 
 
 class Section(BaseModel):
-    """Base for every section: frozen, and unknown keys rejected."""
+    """Base for every section: frozen, strict types, and unknown keys rejected.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    Strict mode keeps the file and its JSON Schema in step: ``count: "2"``, ``count:
+    true`` and ``allow_moving_revision: "yes"`` are errors instead of being coerced.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_to_tuples(cls, data: Any) -> Any:
+        """Accept YAML lists for the tuple fields, which strict mode would reject."""
+        if not isinstance(data, dict):
+            return data
+        return {key: tuple(value) if isinstance(value, list) else value
+                for key, value in data.items()}
 
 
 def _canonical_gpu(value: Any) -> Any:
@@ -75,13 +101,36 @@ def _canonical_gpu(value: Any) -> Any:
     base = name[:-1] if exact else name
     canonical = default_catalog().canonical(base)
     if canonical is None:
-        known = ", ".join(default_catalog().gpus)
-        raise ValueError(f"unknown GPU type (got {value!r}); use one of: {known}")
+        raise ValueError(_unknown_gpu_message(value, base))
     if exact and canonical != "H100":
         raise ValueError(
             f"'!' only applies to H100, where it forbids Modal's upgrade to H200 (got {value!r})"
         )
     return canonical + ("!" if exact else "")
+
+
+def _unknown_gpu_message(value: str, base: str) -> str:
+    catalog = default_catalog()
+    names = {name.upper(): name for name in (*catalog.gpus, *catalog.aliases)}
+    close = difflib.get_close_matches(base.upper(), list(names), n=1, cutoff=0.6)
+    hint = f" (did you mean {names[close[0]]}?)" if close else ""
+    return f"unknown GPU type (got {value!r}); use one of: {', '.join(catalog.gpus)}{hint}"
+
+
+def expand_compact_gpu(value: Any) -> Any:
+    """Return the mapping form of a compact ``gpu: "H100:2"``; other values unchanged.
+
+    The compact form stands for the whole section, so the mapping lists every field.
+    A malformed count is left as it is for the schema to report.
+    """
+    if not isinstance(value, str):
+        return value
+    name, separator, count = value.partition(":")
+    if not separator:
+        return {"type": name, "count": 1, "fallbacks": []}
+    if not count.strip().isdigit():
+        return value
+    return {"type": name, "count": int(count), "fallbacks": []}
 
 
 GpuType = Annotated[str, Field(description="A Modal GPU type, e.g. A10G, L4, H100 or H100!.")]
@@ -109,14 +158,12 @@ class GpuSpec(Section):
     @classmethod
     def _from_compact(cls, data: Any) -> Any:
         """Accept the compact form ``"H100:2"`` for the whole section."""
-        if not isinstance(data, str):
-            return data
-        name, _, count = data.partition(":")
-        if not count:
-            return {"type": name}
-        if not count.strip().isdigit():
-            raise ValueError(f"invalid GPU count in {data!r}; write TYPE or TYPE:COUNT, e.g. H100:2")
-        return {"type": name, "count": int(count)}
+        expanded = expand_compact_gpu(data)
+        if isinstance(expanded, str):
+            raise ValueError(
+                f"invalid GPU count in {data!r}; write TYPE or TYPE:COUNT, e.g. H100:2"
+            )
+        return expanded
 
     @field_validator("type", mode="before")
     @classmethod
@@ -233,7 +280,7 @@ class ModelSpec(Section):
         description="Hugging Face model repository, OWNER/NAME. Default vikhyatk/moondream2.",
     )
     revision: str = Field(
-        "2025-06-21", min_length=1, max_length=128,
+        "2025-06-21", min_length=1, max_length=128, pattern=REVISION,
         description="A release tag (e.g. 2025-06-21) or a 40-hex commit sha. A moving "
         "branch such as main is rejected unless allow_moving_revision is true. Default "
         "2025-06-21.",
@@ -287,7 +334,7 @@ def _check_known_revision(repo: str, revision: str) -> None:
             "revision",
         )
     if not getattr(info, "supported", True):
-        reason = getattr(info, "note", "") or "its model API is not served by this runtime"
+        reason = info.reason or "its model API is not served by this runtime"
         raise RuleError(f"revision {revision!r} is not supported: {reason}", "revision")
 
 
@@ -298,7 +345,7 @@ class VolumeSpec(Section):
         "moondream-weights", description="Modal Volume name. Default moondream-weights."
     )
     mount_path: str = Field(
-        "/weights", max_length=255,
+        "/weights", max_length=255, pattern=PLAIN_PATH,
         description="Absolute path where the volume is mounted in the container; not /, "
         "/root or /tmp. Default /weights.",
     )
@@ -354,7 +401,9 @@ class PlacementSpec(Section):
     @field_validator("region", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("region")
     @classmethod
@@ -395,12 +444,12 @@ class LocalSpec(Section):
     """The local target: the same runtime under uvicorn on this machine."""
 
     host: str = Field(
-        "127.0.0.1", max_length=255,
+        "127.0.0.1", max_length=253, pattern=HOST,
         description="Interface to listen on. Default 127.0.0.1 (this machine only).",
     )
     port: int = Field(2020, ge=1, le=65535, description="TCP port. Default 2020.")
     weights_dir: str = Field(
-        ".moondream_iac/weights", max_length=4096,
+        ".moondream_iac/weights", max_length=4096, pattern=PLAIN_PATH,
         description="Folder for the weights, relative to deploy.yaml unless absolute. "
         "Default .moondream_iac/weights.",
     )
@@ -493,6 +542,7 @@ class DeploySpec(Section):
                 f"bfloat16 is not supported on {', '.join(without)} "
                 f"(gpu.type={self.gpu.type}); set model.dtype: float16",
                 "model.dtype",
+                related=("gpu.type", "gpu.fallbacks"),
             )
 
     def _check_secret_names(self) -> None:
