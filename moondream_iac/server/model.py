@@ -112,8 +112,10 @@ def load_model(
             device_map={"": resolved_device},
             **_dtype_argument(torch_dtype),
         )
-    except (OSError, ValueError, ImportError, RuntimeError) as error:
-        raise ModelLoadError(f"failed to load the model in {model_dir}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - remote model code and safetensors raise many types
+        raise ModelLoadError(
+            f"failed to load the model in {model_dir}: {type(error).__name__}: {error}"
+        ) from error
 
     model.eval()
     logger.info(

@@ -1,0 +1,163 @@
+"""Load handling: the bounded queue, timeouts, stream errors, concurrency and the image cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
+
+import httpx
+import pytest
+from PIL import Image
+
+from moondream_iac.server.app import create_app
+from moondream_iac.server.model import load_model
+from moondream_iac.server.settings import ServerSettings
+from moondream_iac.testing import write_tiny_model
+from tests.server_cases import bare_base64, encode, ui_image
+
+CALL_SECONDS = 0.6
+
+
+@pytest.fixture(scope="module")
+def slow_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("slow-moondream"), call_seconds=CALL_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def slow_model(slow_model_dir):
+    return load_model(slow_model_dir, dtype="float32", device="cpu")
+
+
+def point_body(seed: int = 51) -> dict:
+    return {"image_url": bare_base64(encode(ui_image(seed=seed))), "object": "button"}
+
+
+def wait_until_waiting(base_url: str, count: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(base_url + "/v1/health").json()["queue"]["waiting"] < count:
+        assert time.monotonic() < deadline, f"{count} requests never queued"
+        time.sleep(0.01)
+
+
+def test_full_queue_answers_503_quickly(slow_model, slow_model_dir, serve_app):
+    settings = ServerSettings(model_dir=slow_model_dir, queue_size=2)
+    server = serve_app(create_app(settings, slow_model))
+    url = server.base_url + "/v1/point"
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        accepted = [pool.submit(httpx.post, url, json=point_body(), timeout=30) for _ in range(3)]
+        wait_until_waiting(server.base_url, 2)
+
+        started = time.perf_counter()
+        rejected = httpx.post(url, json=point_body(), timeout=30)
+        elapsed = time.perf_counter() - started
+
+        statuses = [future.result().status_code for future in accepted]
+
+    assert rejected.status_code == 503
+    assert rejected.headers["Retry-After"] == "1"
+    assert "busy" in rejected.json()["error"]
+    assert elapsed < 0.3
+    assert statuses == [200, 200, 200]
+
+
+def test_request_timeout_answers_503(slow_model, slow_model_dir, serve_app):
+    settings = ServerSettings(model_dir=slow_model_dir, request_timeout_s=0.3)
+    server = serve_app(create_app(settings, slow_model))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        responses = list(pool.map(lambda _: httpx.post(server.base_url + "/v1/point", json=point_body(), timeout=30), range(2)))
+
+    for response in responses:
+        assert response.status_code == 503
+        assert "timed out" in response.json()["error"]
+        assert "Retry-After" in response.headers
+
+
+def test_stream_timeout_before_first_chunk(slow_model, slow_model_dir, serve_app):
+    settings = ServerSettings(model_dir=slow_model_dir, request_timeout_s=0.3)
+    server = serve_app(create_app(settings, slow_model))
+
+    response = httpx.post(server.base_url + "/v1/caption", json={**point_body(), "stream": True}, timeout=30)
+
+    assert response.status_code == 503
+    assert "timed out" in response.json()["error"]
+
+
+class FailingStreamModel:
+    """Wraps the stand-in; its caption stream fails after two pieces, like a model error mid-stream."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def encode_image(self, image):
+        return self._model.encode_image(image)
+
+    def caption(self, image, length="normal", stream=False, settings=None):
+        def pieces():
+            yield "first"
+            yield " second"
+            raise RuntimeError("CUDA out of memory")
+
+        return {"caption": pieces()}
+
+
+def test_stream_error_sent_as_event(tiny_model, tiny_model_dir, serve_app, caplog):
+    server = serve_app(create_app(ServerSettings(model_dir=tiny_model_dir), FailingStreamModel(tiny_model)))
+
+    with caplog.at_level(logging.INFO):
+        response = httpx.post(server.base_url + "/v1/caption", json={**point_body(), "stream": True}, timeout=30)
+
+    events = [json.loads(line[6:]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert events[:2] == [{"chunk": "first"}, {"chunk": " second"}]
+    assert events[2]["error"] == "the model failed while streaming"
+    assert "completed" not in events[2]
+    assert len(events) == 3
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "moondream_iac.server.requests"]
+    assert logged[-1]["stream_error"] == "RuntimeError: CUDA out of memory"
+
+
+def test_stream_events_end_with_completed(tiny_model, tiny_model_dir, serve_app):
+    server = serve_app(create_app(ServerSettings(model_dir=tiny_model_dir), tiny_model))
+    body = {"question": "What is this?", "stream": True, "reasoning": True}
+
+    response = httpx.post(server.base_url + "/v1/query", json=body, timeout=30)
+
+    events = [json.loads(line[6:]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    expected = tiny_model.query(None, "What is this?", reasoning=True)
+    assert "".join(event.get("chunk", "") for event in events) == expected["answer"]
+    assert events[-1]["completed"] is True
+    assert events[-1]["reasoning"] == expected["reasoning"]
+    assert events[-1]["request_id"] == response.headers["X-Request-Id"]
+
+
+def test_concurrent_requests_get_own_answers(tiny_model, tiny_model_dir, serve_app):
+    server = serve_app(create_app(ServerSettings(model_dir=tiny_model_dir), tiny_model))
+    seeds = list(range(60, 76))
+
+    def point(seed):
+        return httpx.post(server.base_url + "/v1/point", json=point_body(seed), timeout=30).json()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(point, seeds))
+
+    for seed, result in zip(seeds, results):
+        image = Image.open(BytesIO(encode(ui_image(seed=seed)))).convert("RGB")
+        assert result["points"] == tiny_model.point(image, "button")["points"], seed
+
+
+def test_repeated_image_hits_cache(tiny_model, tiny_model_dir, serve_app, caplog):
+    server = serve_app(create_app(ServerSettings(model_dir=tiny_model_dir, image_cache_size=2), tiny_model))
+    bodies = [point_body(81), point_body(81), point_body(82), point_body(83), point_body(81)]
+
+    with caplog.at_level(logging.INFO):
+        results = [httpx.post(server.base_url + "/v1/point", json=body, timeout=30).json() for body in bodies]
+
+    hits = [json.loads(r.getMessage())["image_cache_hit"] for r in caplog.records if r.name == "moondream_iac.server.requests"]
+    assert hits == [False, True, False, False, False]
+    assert results[0]["points"] == results[1]["points"] == results[4]["points"]
