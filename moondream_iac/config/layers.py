@@ -72,7 +72,7 @@ def environment_names(document: YamlDocument) -> list[str]:
 def environment_layer(document: YamlDocument, name: str) -> Layer:
     """Return the overlay of environment ``name``; raise ConfigError if it is not defined."""
     environments = document.data.get(ENVIRONMENTS_KEY)
-    where = document.locate((ENVIRONMENTS_KEY,))
+    where = document.locations.get((ENVIRONMENTS_KEY,))
     if environments is not None and not isinstance(environments, dict):
         raise ConfigError([_problem(
             "must be a mapping of environment name to settings", ENVIRONMENTS_KEY, where)])
