@@ -72,7 +72,10 @@ class StandInTarget:
         return check_record(json.loads(path.read_text("utf-8")), where=str(path))
 
     def write_record(self, record: dict[str, Any]) -> None:
+        """Store ``record``; the one it replaces is kept for rollback, as the local target does."""
         path = self.state_dir / "record.json"
+        if path.exists():
+            path.replace(self.state_dir / "record.previous.json")
         path.write_text(json.dumps(record, indent=2), encoding="utf-8")
 
     def live_health(self) -> dict[str, Any] | None:
@@ -111,9 +114,9 @@ class StandInTarget:
         (self.state_dir / "autoscaler.json").write_text(json.dumps(autoscaling), "utf-8")
 
     def rollback(self) -> None:
-        record = self.read_record()
-        if record is None:
-            return
+        """Serve the previous record's spec again and make that record current."""
+        previous_path = self.state_dir / "record.previous.json"
+        record = json.loads(previous_path.read_text("utf-8"))
         self.destroy()
         spec = record["spec"]
         pid = start_server(
@@ -123,6 +126,7 @@ class StandInTarget:
             broken_route="", startup_s=0.0, log_path=self.state_dir / "server.log",
         )
         (self.state_dir / "server.pid").write_text(str(pid), encoding="utf-8")
+        self.write_record(record)
 
     def destroy(self) -> None:
         pid_file = self.state_dir / "server.pid"

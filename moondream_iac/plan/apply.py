@@ -118,40 +118,62 @@ def _render(spec: DeploySpec, build_dir: Path) -> Path:
 def _execute(target: Target, spec: DeploySpec, plan: Plan, environment: str | None,
              api_key: str | None, options: ApplyOptions) -> ApplyResult:
     previous = plan.record
-    weights_lock = (previous or {}).get("weights_lock")
-    url = (previous or {}).get("url")
-    smoke = (previous or {}).get("smoke")
-    cold_start = (previous or {}).get("cold_start_seconds")
-    details: dict[str, Any] = dict((previous or {}).get("details") or {})
+    fields: dict[str, Any] = {
+        "url": (previous or {}).get("url") or "",
+        "weights_lock": (previous or {}).get("weights_lock"),
+        "smoke": (previous or {}).get("smoke"),
+        "cold_start_seconds": (previous or {}).get("cold_start_seconds"),
+        "details": dict((previous or {}).get("details") or {}),
+    }
 
     if plan.needs_weights:
         options.log("syncing weights")
-        weights_lock = target.sync_weights() or weights_lock
+        fields["weights_lock"] = target.sync_weights() or fields["weights_lock"]
 
     if plan.needs_deploy:
-        options.log(f"deploying to {target.name}")
-        outcome = target.deploy(tag=deploy_tag(spec))
-        url = outcome.url
-        details = dict(outcome.details)
-        weights_lock = details.pop("weights_lock", None) or weights_lock
-        try:
-            cold_start = _wait_ready(target, spec, options)
-            smoke = _smoke(url, api_key, options)
-        except (NotReadyError, SmokeTestError) as error:
-            _handle_failure(target, spec, plan, error, options, environment=environment,
-                            url=url, weights_lock=weights_lock, details=details)
-            raise
+        _deploy_and_check(target, spec, plan, environment, api_key, options, fields)
     elif plan.action == "update_autoscaler":
         options.log("updating the autoscaler in place")
         target.update_autoscaler()
 
-    record = build_record(
-        spec, environment=environment, target=target.name, url=url or "",
-        weights_lock=weights_lock, smoke=smoke, cold_start_seconds=cold_start,
-        previous=previous, details=details,
-    )
+    record = build_record(spec, environment=environment, target=target.name,
+                          previous=previous, **fields)
     target.write_record(record)
-    return ApplyResult("applied", plan, url=url, record=record)
+    return ApplyResult("applied", plan, url=fields["url"], record=record)
+
+
+def _deploy_and_check(target: Target, spec: DeploySpec, plan: Plan, environment: str | None,
+                      api_key: str | None, options: ApplyOptions, fields: dict[str, Any]) -> None:
+    """Deploy, wait for readiness and smoke test, filling ``fields`` of the new record.
+
+    On a readiness or smoke failure the failed deployment is recorded first, then rolled
+    back when ``rollback_on_failure`` is set, so the target's rollback always returns to
+    the deployment before the stored one.
+    """
+    options.log(f"deploying to {target.name}")
+    started = time.monotonic()
+    outcome = target.deploy(tag=deploy_tag(spec))
+    deploy_seconds = round(time.monotonic() - started, 3)
+
+    details = dict(outcome.details)
+    fields["url"] = outcome.url
+    fields["weights_lock"] = details.pop("weights_lock", None) or fields["weights_lock"]
+    fields["details"] = details
+    fields["smoke"] = None
+    fields["cold_start_seconds"] = None
+    try:
+        health, ready_wait = _wait_ready(target, spec, options)
+        fields["cold_start_seconds"] = _cold_start(health, ready_wait)
+        details["timings"] = {"deploy_seconds": deploy_seconds, "ready_wait_seconds": ready_wait,
+                              "model_load_seconds": health.get("load_seconds")}
+        fields["smoke"] = _smoke(outcome.url, api_key, options)
+    except (NotReadyError, SmokeTestError) as error:
+        fields["smoke"] = getattr(error, "result", None)
+        details["failure"] = str(error)
+        target.write_record(build_record(spec, environment=environment, target=target.name,
+                                         previous=plan.record, **fields))
+        _roll_back_or_explain(target, plan, error, options)
+        raise
 
 
 def deploy_tag(spec: DeploySpec) -> str:
@@ -159,8 +181,12 @@ def deploy_tag(spec: DeploySpec) -> str:
     return f"iac-{spec_hash(spec)}"
 
 
-def _wait_ready(target: Target, spec: DeploySpec, options: ApplyOptions) -> float:
-    """Poll live health until it reports ready with this spec's hash; return the seconds."""
+def _wait_ready(target: Target, spec: DeploySpec,
+                options: ApplyOptions) -> tuple[Mapping[str, Any], float]:
+    """Poll live health until it reports ready with this spec's hash.
+
+    Returns the ready health document and the seconds waited.
+    """
     timeout_s = options.wait_timeout_s or float(spec.timeouts.startup)
     expected = spec_hash(spec)
     started = time.monotonic()
@@ -172,7 +198,7 @@ def _wait_ready(target: Target, spec: DeploySpec, options: ApplyOptions) -> floa
         if last is not None and last.get("error") and not last.get("ready"):
             raise NotReadyError(f"the deployment failed to start: {last['error']}")
         if last is not None and last.get("ready") and last.get("spec_hash") in (expected, "", None):
-            return round(time.monotonic() - started, 3)
+            return last, round(time.monotonic() - started, 3)
         time.sleep(POLL_INTERVAL_S)
 
     seen = "no answer" if last is None else (
@@ -182,6 +208,19 @@ def _wait_ready(target: Target, spec: DeploySpec, options: ApplyOptions) -> floa
         f"{timeout_s:g} s (last /v1/health: {seen}); raise timeouts.startup or pass "
         "--wait-timeout, and check the target's logs"
     )
+
+
+def _cold_start(health: Mapping[str, Any], ready_wait: float) -> float:
+    """Return the seconds from server start to ready: the server's uptime when first ready.
+
+    A target whose deploy returns before the server starts (Modal) starts it on the
+    first health request, so the uptime is the cold start; the wait is the fallback
+    for servers that do not report uptime.
+    """
+    uptime = health.get("uptime_seconds")
+    if isinstance(uptime, (int, float)):
+        return round(float(uptime), 3)
+    return ready_wait
 
 
 def _smoke(url: str, api_key: str | None, options: ApplyOptions) -> dict[str, Any] | None:
@@ -200,25 +239,18 @@ def _smoke(url: str, api_key: str | None, options: ApplyOptions) -> dict[str, An
     return result
 
 
-def _handle_failure(target: Target, spec: DeploySpec, plan: Plan, error: Exception,
-                    options: ApplyOptions, *, environment: str | None, url: str,
-                    weights_lock: Any, details: dict[str, Any]) -> None:
-    """Roll back when asked and possible; otherwise record what is now deployed."""
+def _roll_back_or_explain(target: Target, plan: Plan, error: Exception,
+                          options: ApplyOptions) -> None:
+    """Roll back when asked and possible, and say in the error what state remains."""
     previous = plan.record
     if options.rollback_on_failure and previous:
         options.log("rolling back to the previous deployment")
         target.rollback()
-        # The stored record still describes the previous deployment, which runs again.
         error.args = (f"{error.args[0]}; rolled back to the deployment applied at "
                       f"{summarise(previous)['applied_at']}",)
         return
-
-    record = build_record(
-        spec, environment=environment, target=target.name, url=url,
-        weights_lock=weights_lock, smoke=getattr(error, "result", None),
-        cold_start_seconds=None, previous=previous, details=details,
-    )
-    target.write_record(record)
-    hint = ("no previous deployment to roll back to" if not previous
-            else "rerun with --rollback-on-failure to return to the previous deployment")
-    error.args = (f"{error.args[0]}; {hint}",)
+    if not previous:
+        hint = "there is no previous deployment to roll back to"
+    else:
+        hint = "rerun with --rollback-on-failure to return to the previous deployment"
+    error.args = (f"{error.args[0]}; the failed deployment stays live and is recorded; {hint}",)

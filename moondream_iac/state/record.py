@@ -62,17 +62,51 @@ def build_record(
 
 
 def summarise(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the part of a record that rollback and status need: hash, revision, URL, time."""
+    """Return what rollback and status need of a record: spec, hash, revision, URL, time.
+
+    The summary keeps the full spec, so a target whose storage holds one record (Modal)
+    can rebuild the previous record after a rollback with ``record_from_summary``.
+    """
     spec = record.get("spec") or {}
     model = spec.get("model") or {}
+    weights = record.get("weights_lock") or {}
     return {
         "spec_hash": record.get("spec_hash"),
+        "spec": spec,
+        "environment": record.get("environment"),
+        "target": record.get("target"),
         "applied_at": record.get("applied_at"),
         "url": record.get("url"),
         "model_repo": model.get("repo"),
         "revision": model.get("revision"),
+        "weights_sha": weights.get("sha"),
         "tool_version": record.get("tool_version"),
         "details": dict(record.get("details") or {}),
+    }
+
+
+def record_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Rebuild an applied record from the ``previous`` summary of a later record.
+
+    Used after a rollback: the smoke results and the weights file list of that older
+    apply are not kept, so they come back empty.
+    """
+    return {
+        "record_version": RECORD_VERSION,
+        "state": "applied",
+        "spec": summary.get("spec") or {},
+        "spec_hash": summary.get("spec_hash"),
+        "environment": summary.get("environment"),
+        "target": summary.get("target"),
+        "url": summary.get("url"),
+        "weights_lock": {"sha": summary["weights_sha"]} if summary.get("weights_sha") else None,
+        "tool_version": summary.get("tool_version"),
+        "applied_at": summary.get("applied_at"),
+        "rolled_back_at": utc_now(),
+        "smoke": None,
+        "cold_start_seconds": None,
+        "details": dict(summary.get("details") or {}),
+        "previous": None,
     }
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from moondream_iac.errors import TargetError
 from moondream_iac.smoke import get_health
 from moondream_iac.state.lock import record_lock
-from moondream_iac.state.record import check_record
+from moondream_iac.state.record import check_record, record_from_summary
 from moondream_iac.targets.base import DeployOutcome
 
 if TYPE_CHECKING:
@@ -87,7 +87,12 @@ class ModalTarget:
         _functions().update_autoscaler(self.spec)
 
     def rollback(self) -> None:
+        """Roll the app back one version; the stored record becomes the previous one again."""
+        current = self.read_record()
         _functions().rollback(self.spec)
+        previous = (current or {}).get("previous")
+        if previous:
+            self.write_record(record_from_summary(previous))
 
     def destroy(self) -> None:
         _functions().stop(self.spec)
