@@ -188,13 +188,14 @@ class LocalTarget:
             proc.stop_process(running)
             self.pid_path.unlink(missing_ok=True)
 
-        record = self._start(spec, snapshot, key, tag=tag, spec_digest=wanted_hash)
+        record = self._start(spec, snapshot, key, tag=tag, spec_digest=wanted_hash,
+                             after_stop=running is not None)
         return self._outcome(record, restarted=running is not None)
 
     def _start(self, spec: DeploySpec, snapshot: Snapshot, key: str | None, *,
-               tag: str, spec_digest: str) -> proc.PidRecord:
+               tag: str, spec_digest: str, after_stop: bool) -> proc.PidRecord:
         host, port = spec.local.host, spec.local.port
-        proc.check_port_free(host, port)
+        proc.check_port_free(host, port, wait_s=proc.PORT_RELEASE_WAIT_S if after_stop else 0.0)
 
         env = child_environment(spec, snapshot, key, spec_digest=spec_digest)
         logger.info("starting the local server on %s:%d (log: %s)", host, port, self.log_path)
@@ -260,10 +261,13 @@ class LocalTarget:
         if running is not None:
             proc.stop_process(running)
             self.pid_path.unlink(missing_ok=True)
-        proc.check_port_free(spec.local.host, spec.local.port)
+        proc.check_port_free(spec.local.host, spec.local.port,
+                             wait_s=proc.PORT_RELEASE_WAIT_S if running is not None else 0.0)
 
         env = child_environment(spec, snapshot, key, spec_digest=digest)
         _warn_if_hub_imported()
+        for name in [name for name in os.environ if name.startswith(SETTINGS_PREFIX)]:
+            del os.environ[name]
         os.environ.update({name: value for name, value in env.items()
                            if name.startswith(SETTINGS_PREFIX) or name.startswith("HF_")
                            or name == "TRANSFORMERS_OFFLINE"})
@@ -515,9 +519,13 @@ def _warn_if_hub_imported() -> None:
 
 
 def _run_server_here() -> None:
-    from moondream_iac.server.__main__ import main
+    """Build the server settings from the ``MOONDREAM_IAC_*`` variables and run uvicorn until it stops."""
+    from moondream_iac.server.__main__ import serve
+    from moondream_iac.server.settings import ServerSettings
 
-    main([])
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(ServerSettings.from_env())
 
 
 # Records

@@ -31,7 +31,10 @@ logger = logging.getLogger("moondream_iac.targets.local")
 SERVER_MODULE = "moondream_iac.server"
 LOG_TAIL_LINES = 20
 HEALTH_POLL_S = 0.25
-HEALTH_REQUEST_TIMEOUT_S = 2.0
+HEALTH_REQUEST_TIMEOUT_S = 5.0
+# After a stop, the kernel may hold the port for a moment: the main thread of the old
+# process shows as exited while its other threads still close the listening socket.
+PORT_RELEASE_WAIT_S = 5.0
 STOP_TIMEOUT_S = 10.0
 KILL_TIMEOUT_S = 5.0
 # Hosts that mean "every interface": clients connect to loopback instead.
@@ -222,23 +225,35 @@ def _rotate_log(log_path: Path) -> None:
         os.replace(log_path, log_path.with_name(log_path.name + ".1"))
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Raise TargetError when another program listens on ``host:port``."""
+def check_port_free(host: str, port: int, *, wait_s: float = 0.0) -> None:
+    """Raise TargetError when another program listens on ``host:port`` for longer than ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        error = _bind_error(host, port)
+        if error is None:
+            return
+        if error.errno != errno.EADDRINUSE:
+            raise TargetError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}; "
+                "check local.host and local.port in deploy.yaml"
+            )
+        if time.monotonic() >= deadline:
+            raise TargetError(
+                f"port {port} on {host} is in use by another program; stop it or set "
+                "local.port in deploy.yaml to a free port"
+            )
+        time.sleep(0.2)
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise TargetError(
-                    f"port {port} on {host} is in use by another program; stop it or set "
-                    "local.port in deploy.yaml to a free port"
-                ) from None
-            raise TargetError(
-                f"cannot listen on {host}:{port}: {error.strerror or error}; "
-                "check local.host and local.port in deploy.yaml"
-            ) from None
+            return error
+    return None
 
 
 # Readiness
@@ -341,6 +356,7 @@ def stop_process(
     logger.info("stopping the local server (pid %d) with SIGTERM", record.pid)
     _signal(record, signal.SIGTERM)
     if _wait_gone(record, timeout_s, is_alive):
+        _wait_reaped(record.pid)
         return
 
     logger.warning(
@@ -353,6 +369,23 @@ def stop_process(
             f"the local server (pid {record.pid}) is still running after SIGKILL; "
             f"stop it by hand with: kill -9 {record.pid}"
         )
+    _wait_reaped(record.pid)
+
+
+def _wait_reaped(pid: int, timeout_s: float = 3.0) -> None:
+    """Wait until ``pid`` has left the process table, so its sockets are closed.
+
+    The main thread of an exiting process shows as a zombie while its other threads may
+    still hold the listening socket; the kernel reports the pid to waitpid only after
+    the last thread exits. A zombie that another parent has not reaped yet is waited
+    for up to ``timeout_s``.
+    """
+    if not Path("/proc/self").exists():
+        return
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
 
 
 def _signal(record: PidRecord, signum: signal.Signals) -> None:
