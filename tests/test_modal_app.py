@@ -26,9 +26,9 @@ GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 SPEC_FILES = [REPO_ROOT / "deploy.yaml", *sorted(GOLDEN_DIR.glob("*.yaml"))]
 
 # Runs in the subprocess: import the app file and print what modal 1.6.4 recorded.
-# FunctionInfo covers GPUs, timeouts, volumes, secrets, concurrency and proxy auth; the
-# autoscaler settings and the web label are only in the local closure of the function's
-# loader, which this reads as private state of the pinned SDK version.
+# FunctionInfo covers GPUs, timeouts, volumes, secrets, concurrency and proxy auth. The
+# autoscaler settings and the web label exist only in the closure of the function's
+# loader, so the probe reads them as private state of the pinned SDK version (1.6.4).
 PROBE = textwrap.dedent(
     """
     import importlib.util, json, re, sys

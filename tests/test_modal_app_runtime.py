@@ -1,10 +1,10 @@
 """Run the rendered app's own Python code, outside Modal, against real weights and HTTP.
 
 The weights function runs through the SDK's ``.local()`` against a stand-in hub on
-127.0.0.1; then the GPU class's ``@modal.enter`` and ``@modal.asgi_app`` methods run on
-the CPU and the app they return is served by uvicorn. A local folder stands in for the
-Modal volume (commit and reload have nothing to do there), so this checks the code in
-the file, not Modal's containers.
+127.0.0.1. Then the GPU class's ``@modal.enter`` and ``@modal.asgi_app`` methods run on
+the CPU, and uvicorn serves the app they return. A local folder replaces the Modal
+volume (commit and reload have nothing to do there), so this checks the code in the
+file, not Modal's containers.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The Modal target's fail-fast paths, for real, with every connection kept on 127.0.0.1.
 
-Modal itself cannot be reached from the test machine, so only what happens before the
-SDK talks to Modal is tested: the token lookup, the reachability check and the way a
-deploy, a record read and a stop give up in one line when either is missing.
+Modal cannot be reached from the test machine, so these tests cover what happens before
+the SDK talks to Modal. That is the token lookup, the reachability check, and the
+one-line error of every SDK call when the token or the route is missing.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def modal_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def silent_listener():
-    """A TCP port that accepts connections and never answers, as a black-holed TLS server."""
+    """A TCP port that accepts connections and never replies, like a black-holed TLS server."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -79,7 +79,8 @@ def test_no_token_one_line(modal_env):
     assert time.monotonic() - started < 2
     assert "\n" not in message
     assert "modal setup" in message
-    assert "MODAL_TOKEN_ID" in message and "MODAL_TOKEN_SECRET" in message
+    assert "MODAL_TOKEN_ID" in message
+    assert "MODAL_TOKEN_SECRET" in message
     assert str(modal_env / "modal.toml") in message
 
 

@@ -1,9 +1,9 @@
 """Property test: hostile strings in any string field of the spec stay string literals.
 
 A value with quotes, triple quotes, backslashes, newlines, Jinja markup or non-ASCII
-text must render to a file that parses, appears in it only as a string constant, and
-adds no other syntax node: the file's AST, with constant values blanked out, equals the
-AST of the same spec rendered with plain values in the free-text fields.
+text must render to a file that parses and appears in it only as a string constant. It
+must also add no other syntax node, so the file's AST with constant values blanked out
+equals the AST of the same spec rendered with plain values in the free-text fields.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Build the values the app template needs from a DeploySpec.
 
 Everything the template prints comes from here. Values taken from the spec stay plain
-data (str, int, list, dict) and the template writes them only through the ``py``
-filter; the names of Modal options are fixed strings of this module.
+data (str, int, list, dict), and the template writes them only through the ``py``
+filter. The names of Modal options are fixed strings of this module.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def revision_requirements(repo: str, revision: str) -> RevisionInfo:
 
     A commit sha the table does not record, a moving branch (allowed by the spec) and a
     repo the table does not list all get the requirements of the newest supported
-    revision, of the same repo when listed, else of vikhyatk/moondream2.
+    revision. That revision comes from the same repo when the table lists it, else from
+    vikhyatk/moondream2.
     """
     info = lookup_revision(repo, revision)
     if info is None and is_commit_sha(revision):

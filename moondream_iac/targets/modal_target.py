@@ -10,6 +10,7 @@ same record. The weights use other paths of that volume (``hf/``, ``models/``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import io
@@ -21,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,8 +66,8 @@ def check_credentials() -> None:
 def check_reachable(timeout_s: float = 3.0) -> None:
     """Raise TargetError in one line unless Modal's control plane accepts a TLS connection.
 
-    The SDK alone retries an unreachable server for about 60 s; this check fails within
-    ``timeout_s`` seconds for the TCP connect plus the TLS handshake each.
+    The SDK alone retries an unreachable server for about 60 s. This check gives the TCP
+    connect and the TLS handshake ``timeout_s`` seconds each.
     """
     url = server_url()
     parts = urlsplit(url)
@@ -107,7 +109,7 @@ def sync_weights(spec: DeploySpec, app_file: Path | None = None) -> dict[str, An
     weights_function = getattr(module, WEIGHTS_FUNCTION)
 
     with _modal_errors(f"the weights step of {spec.model.repo}@{spec.model.revision}"):
-        with modal.enable_output():
+        with _sdk_output(modal):
             with module.weights_app.run(environment_name=spec.app.environment):
                 return dict(weights_function.remote())
 
@@ -129,7 +131,7 @@ def deploy(spec: DeploySpec, app_file: Path, *, tag: str, with_weights: bool = F
     module = load_app_module(app_file)
 
     with _modal_errors(f"the deploy of app {spec.app.name!r}"):
-        with modal.enable_output():
+        with _sdk_output(modal):
             result = modal.runner.deploy_app(
                 module.app, name=spec.app.name, environment_name=spec.app.environment, tag=tag
             )
@@ -161,7 +163,7 @@ def web_url(spec: DeploySpec) -> str:
 def update_autoscaler(spec: DeploySpec) -> None:
     """Apply the spec's autoscaler settings to the deployed class without a redeploy.
 
-    The next deploy resets them to what the app file says, which is the same spec.
+    The next deploy resets them to the values in the app file, which come from the same spec.
     """
     modal = _import_modal()
     _preflight()
@@ -286,6 +288,16 @@ def _preflight() -> None:
     """Fail in one line within seconds when there is no token or no route to Modal."""
     check_credentials()
     check_reachable(PREFLIGHT_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def _sdk_output(modal: Any) -> Iterator[None]:
+    """Show the SDK's progress and container logs on stderr, keeping stdout for --json output.
+
+    modal 1.6.4 prints through a rich Console that looks up sys.stdout at each write.
+    """
+    with modal.enable_output(), contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _render(spec: DeploySpec) -> Path:
