@@ -40,14 +40,23 @@ PROBE = textwrap.dedent(
 
     from modal._utils.async_utils import synchronizer
 
-    def closure(function):
-        load = synchronizer._translate_in(function)._load
+    def closure_of(load):
         cells = [cell.cell_contents for cell in load.__closure__]
         return dict(zip(load.__code__.co_freevars, cells))
+
+    def closure(function):
+        return closure_of(synchronizer._translate_in(function)._load)
 
     def secret_names(info):
         return [re.fullmatch(r"modal\\.Secret\\.from_name\\('(.*)'\\)", text).group(1)
                 for text in info.secrets]
+
+    def required_keys(function):
+        keys = {}
+        for secret in synchronizer._translate_in(function)._spec.secrets:
+            cells = closure_of(secret._load)
+            keys[cells["name"]] = cells["required_keys"]
+        return keys
 
     def volumes(info):
         return {path: mount.name for path, mount in info.volumes.items()}
@@ -77,6 +86,7 @@ PROBE = textwrap.dedent(
         "cloud": info.cloud,
         "volumes": volumes(info),
         "secrets": secret_names(info),
+        "required_keys": required_keys(service),
         "max_inputs": info.concurrency_info.max_inputs,
         "target_inputs": info.concurrency_info.target_inputs,
         "autoscaler": {
@@ -91,6 +101,7 @@ PROBE = textwrap.dedent(
         "unauthenticated": info.method_details[method_name].unauthenticated,
         "weights_volumes": volumes(weights_info),
         "weights_secrets": secret_names(weights_info),
+        "weights_required_keys": required_keys(weights),
         "weights_timeout": weights_info.timeout,
         "weights_gpus": weights_info.gpus,
         "serve_files": mounted_files(module.serve_image),
@@ -158,6 +169,17 @@ def test_secret_names(imported):
     assert seen["secrets"] == spec.modal_secret_names()
 
 
+def test_secret_required_keys(imported):
+    spec, seen = imported
+    for name, keys in seen["required_keys"].items():
+        expected = []
+        if spec.auth.mode == "api_key" and name == spec.auth.secret:
+            expected.append(spec.auth.key_env)
+        if name == spec.model.hub_token_secret:
+            expected.append("HF_TOKEN")
+        assert keys == expected, name
+
+
 def test_concurrency(imported):
     spec, seen = imported
     assert seen["max_inputs"] == spec.concurrency.max_inputs
@@ -195,6 +217,7 @@ def test_weights_function(imported):
     assert seen["weights_volumes"] == {spec.volume.mount_path: spec.volume.name}
     hub = [spec.model.hub_token_secret] if spec.model.hub_token_secret else []
     assert seen["weights_secrets"] == hub
+    assert seen["weights_required_keys"] == {name: ["HF_TOKEN"] for name in hub}
     assert seen["weights_timeout"] == WEIGHTS_TIMEOUT_S
     assert seen["weights_gpus"] == []
 

@@ -21,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,14 +101,23 @@ def sync_weights(spec: DeploySpec, app_file: Path | None = None) -> dict[str, An
     """Run the weights function of the app file in a short-lived Modal app; return the lock.
 
     The weights function belongs to a separate app (``<name>-weights``), so running it
-    creates no GPU class and starts no serving container. ``app_file`` defaults to a
-    fresh render into ``build/``.
+    creates no GPU class and starts no serving container. Without ``app_file``, the spec
+    is rendered into a temporary folder for this run.
     """
     modal = _import_modal()
     _preflight()
-    module = load_app_module(app_file or _render(spec))
-    weights_function = getattr(module, WEIGHTS_FUNCTION)
+    if app_file is not None:
+        return _run_weights(modal, spec, app_file)
 
+    from moondream_iac.render.renderer import render_to_dir
+
+    with tempfile.TemporaryDirectory(prefix="moondream-iac-") as folder:
+        return _run_weights(modal, spec, render_to_dir(spec, Path(folder)))
+
+
+def _run_weights(modal: Any, spec: DeploySpec, app_file: Path) -> dict[str, Any]:
+    module = load_app_module(app_file)
+    weights_function = getattr(module, WEIGHTS_FUNCTION)
     with _modal_errors(f"the weights step of {spec.model.repo}@{spec.model.revision}"):
         with _sdk_output(modal):
             with module.weights_app.run(environment_name=spec.app.environment):
@@ -298,12 +308,6 @@ def _sdk_output(modal: Any) -> Iterator[None]:
     """
     with modal.enable_output(), contextlib.redirect_stdout(sys.stderr):
         yield
-
-
-def _render(spec: DeploySpec) -> Path:
-    from moondream_iac.render.renderer import render_to_dir
-
-    return render_to_dir(spec, Path("build"))
 
 
 def _import_modal() -> Any:
