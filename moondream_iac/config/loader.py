@@ -23,6 +23,7 @@ from moondream_iac.config.messages import error_message
 from moondream_iac.config.yamlfile import (
     FieldPath,
     Location,
+    YamlDocument,
     format_path,
     is_boolean_word,
     read_yaml_file,
@@ -61,7 +62,11 @@ def load_config(
     environ: Mapping[str, str] | None = None,
 ) -> LoadedConfig:
     """Read, merge and validate a deploy file; raise ConfigError listing every problem."""
-    document = read_yaml_file(path)
+    return _load_document(read_yaml_file(path), path, environment, overrides, environ)
+
+
+def _load_document(document: YamlDocument, path: Path, environment: str | None,
+                   overrides: Sequence[str], environ: Mapping[str, str] | None) -> LoadedConfig:
     layers: list[Layer] = [base_layer(document)]
     if environment is not None:
         layers.append(environment_layer(document, environment))
@@ -100,8 +105,7 @@ def load_every_environment(path: Path, *, environ: Mapping[str, str] | None = No
     problems: list[Problem] = []
     for name in names:
         try:
-            loaded.append(load_config(path, environment=name, overrides=overrides,
-                                      environ=environ))
+            loaded.append(_load_document(document, path, name, overrides, environ))
         except ConfigError as error:
             problems += [p for p in error.problems if p not in problems]
     if problems:
