@@ -340,25 +340,23 @@ def _active_profile() -> tuple[dict[str, Any], str]:
     return (profile if isinstance(profile, dict) else {}), path
 
 
-class _modal_errors:
+@contextlib.contextmanager
+def _modal_errors(step: str) -> Iterator[None]:
     """Turn the SDK's errors into one-line TargetErrors that name the step that failed."""
+    import modal.exception
 
-    def __init__(self, step: str) -> None:
-        self.step = step
+    try:
+        yield
+    except modal.exception.AuthError as error:
+        raise TargetError(
+            f"{step} failed: Modal rejected the token ({_first_line(error)}); {AUTH_HINT}"
+        ) from error
+    except modal.exception.ConnectionError as error:
+        raise TargetError(f"{step} failed: cannot reach Modal ({_first_line(error)})") from error
+    except modal.exception.Error as error:
+        raise TargetError(f"{step} failed: {_first_line(error)}") from error
 
-    def __enter__(self) -> None:
-        return None
 
-    def __exit__(self, kind, error, traceback) -> bool:
-        if error is None or isinstance(error, TargetError):
-            return False
-        import modal.exception
-
-        if isinstance(error, modal.exception.AuthError):
-            raise TargetError(f"{self.step} failed: Modal rejected the token ({error}); {AUTH_HINT}") from error
-        if isinstance(error, modal.exception.ConnectionError):
-            raise TargetError(f"{self.step} failed: cannot reach Modal ({error})") from error
-        if isinstance(error, modal.exception.Error):
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TargetError(f"{self.step} failed: {first_line}") from error
-        return False
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
