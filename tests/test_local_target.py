@@ -480,16 +480,23 @@ def test_lock_held_names_holder(make_target):
 # Foreground
 
 
-def test_serve_foreground_until_sigint(make_target, key_env):
+FOREGROUND_SCRIPT = """\
+import sys
+from pathlib import Path
+if sys.argv[2] == "hub-imported":
+    import huggingface_hub
+from moondream_iac.config.loader import load_config
+from moondream_iac.targets.local import LocalTarget
+LocalTarget(load_config(Path(sys.argv[1]))).serve_foreground()
+"""
+
+
+@pytest.mark.parametrize("mode", ["in-process", "hub-imported"])
+def test_serve_foreground_until_sigint(make_target, key_env, mode):
     target = make_target()
-    script = textwrap.dedent(f"""\
-        from pathlib import Path
-        from moondream_iac.config.loader import load_config
-        from moondream_iac.targets.local import LocalTarget
-        LocalTarget(load_config(Path({str(target.loaded.path)!r}))).serve_foreground()
-        """)
-    server = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-c", FOREGROUND_SCRIPT, str(target.loaded.path), mode],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         ready = wait_for(lambda: (target.live_health() or {}).get("status") == "ready")
         status = target.status()
@@ -506,5 +513,6 @@ def test_serve_foreground_until_sigint(make_target, key_env):
     assert status["pid"] == server.pid
     assert status["foreground"] is True
     assert code == 0, output
+    assert target.status()["running"] is False
     assert not target.pid_path.exists()
     assert KEY not in output

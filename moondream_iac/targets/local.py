@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ HUB_TOKEN_ENV = "HF_TOKEN"
 HUB_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 SETTINGS_PREFIX = "MOONDREAM_IAC_"
 WEIGHTS_LOCK_NAME = "weights.lock"
-# Record fields that change on every apply without changing what is deployed; a record
+# Record fields that change on every apply without changing what is deployed. A record
 # that differs from the current one only in these does not replace the kept previous one.
 VOLATILE_RECORD_KEYS = ("applied_at", "applied_by", "created_at", "updated_at", "tag")
 RUNTIME_MODULES = ("torch", "transformers", "fastapi", "uvicorn", "huggingface_hub")
@@ -133,7 +133,7 @@ class LocalTarget:
     def lock(self, holder: str) -> Iterator[None]:
         """Hold the apply lock of this deployment; raise LockHeldError naming the holder and since when.
 
-        It does not wait. ``holder`` says what the holder does (``apply``, ``destroy``)
+        It does not wait. ``holder`` names what the holder does (``apply``, ``destroy``)
         and is written, with host, pid and time, beside the lock while it is held.
         """
         from moondream_iac.state.lock import file_lock
@@ -176,19 +176,19 @@ class LocalTarget:
     def _deploy_spec(self, spec: DeploySpec, *, tag: str, restart: bool = False) -> DeployOutcome:
         key = api_key(spec)
         snapshot = find_snapshot(spec, self.deploy_dir)
-        wanted_hash = spec_hash(spec)
+        expected_hash = spec_hash(spec)
 
         running = proc.running_record(self.pid_path)
-        if running is not None and not restart and _serves(running, spec, wanted_hash, snapshot):
+        if running is not None and not restart and _serves(running, spec, expected_hash, snapshot):
             health = proc.fetch_health(running.url)
-            if health is not None and proc.is_ready(health, wanted_hash):
-                logger.info("the local server (pid %d) already serves spec %s", running.pid, wanted_hash)
+            if health is not None and proc.is_ready(health, expected_hash):
+                logger.info("the local server (pid %d) already serves spec %s", running.pid, expected_hash)
                 return self._outcome(running, restarted=False)
         if running is not None:
             proc.stop_process(running)
             self.pid_path.unlink(missing_ok=True)
 
-        record = self._start(spec, snapshot, key, tag=tag, spec_digest=wanted_hash,
+        record = self._start(spec, snapshot, key, tag=tag, spec_digest=expected_hash,
                              after_stop=running is not None)
         return self._outcome(record, restarted=running is not None)
 
@@ -251,6 +251,11 @@ class LocalTarget:
 
         A background server of this deployment is stopped first. The pid file names this
         process while it serves, so ``status`` and ``destroy`` from another shell see it.
+        huggingface_hub and transformers read HF_HOME and HF_MODULES_CACHE once, at
+        import. So when either is already imported (by a weights sync in this process),
+        this process is replaced by ``python -m moondream_iac.server`` with exec: the pid
+        stays the same, but this function does not return and the pid file stays behind
+        as a stale file after the server stops.
         """
         spec = self.spec
         key = api_key(spec)
@@ -265,15 +270,16 @@ class LocalTarget:
                              wait_s=proc.PORT_RELEASE_WAIT_S if running is not None else 0.0)
 
         env = child_environment(spec, snapshot, key, spec_digest=digest)
-        _warn_if_hub_imported()
+        record = self._pid_record(os.getpid(), spec, snapshot, tag=tag, spec_digest=digest,
+                                  foreground=True)
+        if _hub_imported():
+            self._exec_server(record, env)
+
         for name in [name for name in os.environ if name.startswith(SETTINGS_PREFIX)]:
             del os.environ[name]
         os.environ.update({name: value for name, value in env.items()
                            if name.startswith(SETTINGS_PREFIX) or name.startswith("HF_")
                            or name == "TRANSFORMERS_OFFLINE"})
-
-        record = self._pid_record(os.getpid(), spec, snapshot, tag=tag, spec_digest=digest,
-                                  foreground=True)
         proc.write_pid_file(self.pid_path, record)
         try:
             _run_server_here()
@@ -281,6 +287,15 @@ class LocalTarget:
             current = proc.read_pid_file(self.pid_path)
             if current is not None and current.pid == os.getpid():
                 self.pid_path.unlink(missing_ok=True)
+
+    def _exec_server(self, record: proc.PidRecord, env: dict[str, str]) -> None:
+        """Replace this process with the server; exec keeps the pid and the start time."""
+        command = proc.server_command()
+        logger.info("replacing this process with the server (pid %d stays)", record.pid)
+        proc.write_pid_file(self.pid_path, replace(record, cmdline=command))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(command[0], command, env)
 
     # Inspect
 
@@ -402,9 +417,9 @@ def api_key(spec: DeploySpec) -> str | None:
 def find_snapshot(spec: DeploySpec, deploy_dir: Path) -> Snapshot:
     """Return the synced snapshot of spec.model on the local weights root.
 
-    Candidates, in order: the weights.lock beside the deploy file, the active pointer,
-    then every lock on the root; the first whose repo and revision (or sha) match the
-    spec and whose folder and lock file exist wins.
+    Candidates come in this order: the active pointer, the weights.lock beside the
+    deploy file, then every lock on the root. The first whose repo and revision (or
+    sha) match the spec, and whose folder and lock file exist, is returned.
     """
     from moondream_iac.errors import WeightsError
     from moondream_iac.weights.layout import WeightsLayout
@@ -508,14 +523,8 @@ def _serves(record: proc.PidRecord, spec: DeploySpec, digest: str, snapshot: Sna
     )
 
 
-def _warn_if_hub_imported() -> None:
-    # huggingface_hub and transformers read HF_HOME and HF_MODULES_CACHE at import time.
-    imported = [name for name in ("huggingface_hub", "transformers") if name in sys.modules]
-    if imported:
-        logger.warning(
-            "%s already imported in this process: the hub cache settings of the weights "
-            "folder may not apply to the foreground server", " and ".join(imported),
-        )
+def _hub_imported() -> bool:
+    return any(name in sys.modules for name in ("huggingface_hub", "transformers"))
 
 
 def _run_server_here() -> None:

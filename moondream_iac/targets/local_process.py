@@ -46,8 +46,8 @@ class PidRecord:
     """The content of the pid file: which process serves, since when, on which port.
 
     ``start_token`` is the process start time as the operating system reports it
-    (clock ticks since boot on Linux); with ``cmdline`` it tells the recorded process
-    apart from a later process that got the same pid.
+    (clock ticks since boot on Linux). Together with ``cmdline`` it distinguishes the
+    recorded process from a later process that got the same pid.
     """
 
     pid: int
@@ -262,8 +262,8 @@ def _bind_error(host: str, port: int) -> OSError | None:
 def fetch_health(url: str, *, timeout_s: float = HEALTH_REQUEST_TIMEOUT_S) -> dict[str, Any] | None:
     """Return the JSON body of ``GET {url}/health``, or None when nothing answers with JSON.
 
-    A server that is still loading answers 503 with a health document; that document is
-    returned too, since its ``status`` field says what is going on.
+    A server that is still loading may respond with 503 and a health document. That
+    document is returned too, because its ``status`` field reports the loading state.
     """
     import httpx
 
@@ -318,8 +318,8 @@ def wait_until_ready(
 
 def is_ready(health: dict[str, Any], expected_spec_hash: str) -> bool:
     """Return whether ``health`` reports a ready server running the expected spec."""
-    # Another server answering on the port (one that outlived a crash, say) reports
-    # another spec hash; it must not be mistaken for the one just started.
+    # Another server listening on the port (one that outlived a crash, say) reports
+    # another spec hash, so it is not mistaken for the one just started.
     return health.get("status") == "ready" and health.get("spec_hash") == expected_spec_hash
 
 
@@ -376,7 +376,7 @@ def _wait_reaped(pid: int, timeout_s: float = 3.0) -> None:
     """Wait until ``pid`` has left the process table, so its sockets are closed.
 
     The main thread of an exiting process shows as a zombie while its other threads may
-    still hold the listening socket; the kernel reports the pid to waitpid only after
+    still hold the listening socket. The kernel reports the pid to waitpid only after
     the last thread exits. A zombie that another parent has not reaped yet is waited
     for up to ``timeout_s``.
     """
