@@ -381,6 +381,39 @@ def test_failed_load_reports_log_lines(make_target, weights_dir, tmp_path, key_e
     assert not target.pid_path.exists()
 
 
+def test_exit_before_ready_shows_log(tmp_path):
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; print('settings are invalid', file=sys.stderr); sys.exit(3)"],
+            stdout=log, stderr=subprocess.STDOUT)
+
+    with pytest.raises(TargetError) as caught:
+        local_process.wait_until_ready(process, f"http://127.0.0.1:{free_port()}/v1", timeout_s=30,
+                                       log_path=log_path, expected_spec_hash="abc")
+
+    message = str(caught.value)
+    assert "exited with code 3 before it was ready" in message
+    assert "settings are invalid" in message
+
+
+def test_not_ready_in_time_fails(tmp_path):
+    log_path = tmp_path / "server.log"
+    log_path.write_text("still loading\n")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(TargetError) as caught:
+            local_process.wait_until_ready(sleeper, f"http://127.0.0.1:{free_port()}/v1",
+                                           timeout_s=1, log_path=log_path, expected_spec_hash="abc")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    message = str(caught.value)
+    assert "was not ready after 1 s" in message
+    assert "still loading" in message
+
+
 def test_missing_weights_named(tmp_path, key_env):
     target = LocalTarget(write_deploy(tmp_path / "empty", tmp_path / "no-weights", port=free_port()))
 

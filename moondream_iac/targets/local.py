@@ -200,7 +200,14 @@ class LocalTarget:
         env = child_environment(spec, snapshot, key, spec_digest=spec_digest)
         logger.info("starting the local server on %s:%d (log: %s)", host, port, self.log_path)
         process = proc.start_server(env=env, log_path=self.log_path, cwd=self.deploy_dir)
-        record = self._pid_record(process.pid, spec, snapshot, tag=tag, spec_digest=spec_digest)
+        try:
+            record = self._pid_record(process.pid, spec, snapshot, tag=tag, spec_digest=spec_digest)
+        except TargetError:
+            code = process.wait(timeout=proc.STOP_TIMEOUT_S)
+            raise TargetError(
+                f"the local server exited with code {code} right after it started"
+                + proc.log_tail_text(self.log_path)
+            ) from None
         proc.write_pid_file(self.pid_path, record)
 
         try:
@@ -220,10 +227,7 @@ class LocalTarget:
         token = proc.process_start_token(pid)
         cmdline = proc.process_cmdline(pid)
         if token is None or cmdline is None:
-            raise TargetError(
-                f"the local server (pid {pid}) exited at once; see {self.log_path}"
-                + proc.log_tail_text(self.log_path)
-            )
+            raise TargetError(f"process {pid} exited before its pid file was written")
         return proc.PidRecord(
             pid=pid, start_token=token, cmdline=cmdline,
             host=spec.local.host, port=spec.local.port,
