@@ -548,9 +548,6 @@ def test_cli_missing_file_exit_code(tmp_path):
     assert "absent.yaml: file not found" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py declares --file with dir_okay=False, so click "
-                   "rejects a folder with its usage error and exit code 2, the code that "
-                   "plan --detailed-exitcode uses for 'changes'")
 def test_cli_directory_exit_code(tmp_path):
     (tmp_path / "conf").mkdir()
 

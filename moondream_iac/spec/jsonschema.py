@@ -54,7 +54,9 @@ def _describe_gpu_inputs(schema: dict[str, Any]) -> None:
 
     properties = schema["$defs"]["GpuSpec"]["properties"]
     fallbacks = properties["fallbacks"]
-    properties["type"] = {**_without_type(properties["type"]), **gpu_name}
+    field = _without_type(properties["type"])
+    field["description"] += f" Aliases: {_alias_text()}."
+    properties["type"] = {**gpu_name, **field}
     properties["fallbacks"] = {
         "anyOf": [
             {"type": "array", "items": gpu_name, "maxItems": fallbacks.pop("maxItems")},
@@ -101,6 +103,11 @@ def _without_type(field: dict[str, Any], *also: str) -> dict[str, Any]:
 def _canonical_gpu_names() -> list[str]:
     catalog = default_catalog()
     return [*catalog.gpus, "H100!"]
+
+
+def _alias_text() -> str:
+    aliases = default_catalog().aliases
+    return ", ".join(f"{alias} for {name}" for alias, name in aliases.items())
 
 
 def _gpu_name_pattern() -> str:

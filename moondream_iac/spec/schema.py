@@ -141,16 +141,17 @@ class GpuSpec(Section):
 
     type: GpuType = Field(
         "A10G",
-        description="GPU type, case-insensitive (T4, L4, A10G, L40S, A100-40GB, A100-80GB, "
-        "H100, H100!, H200, B200). Default A10G: 24 GB fits Moondream 2 in bf16.",
+        description="GPU type, case-insensitive; H100! forbids Modal's silent upgrade to "
+        "H200. A10G's 24 GB fit Moondream 2 in bfloat16.",
         examples=["A10G", "H100"],
     )
-    count: int = Field(1, ge=1, le=8, description="GPUs per container, 1..8. Default 1.")
+    count: int = Field(1, ge=1, le=8, description="GPUs per container.",
+                       json_schema_extra={"x-unit": "GPUs"})
     fallbacks: tuple[GpuType, ...] = Field(
         (),
         max_length=8,
         description="GPU types to try in this order when `type` has no capacity; each "
-        "gets the same `count`. Default: none.",
+        "gets the same `count`.",
         examples=[["L4", "A100-40GB"]],
     )
 
@@ -202,22 +203,26 @@ class AutoscalingSpec(Section):
 
     min_containers: int = Field(
         0, ge=0, le=1000,
-        description="Containers kept running even with no traffic, billed around the clock. "
-        "Default 0 (scale to zero).",
+        description="Containers kept running even with no traffic, billed around the clock; "
+        "0 scales to zero.",
+        json_schema_extra={"x-unit": "containers"},
     )
     max_containers: int | None = Field(
         None, ge=1, le=1000,
-        description="Upper bound on containers; null means Modal's own limit. Default null.",
+        description="Upper bound on containers; null means Modal's own limit.",
+        json_schema_extra={"x-unit": "containers"},
     )
     buffer_containers: int = Field(
         0, ge=0, le=100,
         description="Idle containers kept ready beyond current demand while the app is "
-        "active. Default 0.",
+        "active.",
+        json_schema_extra={"x-unit": "containers"},
     )
     scaledown_window: int = Field(
         300, ge=2, le=3600,
-        description="Seconds an idle container waits for a request before it stops, 2..3600. "
-        "Default 300; keep it longer than a cold start.",
+        description="Time an idle container waits for a request before it stops; keep it "
+        "longer than a cold start.",
+        json_schema_extra={"x-unit": "seconds"},
     )
 
     @model_validator(mode="after")
@@ -237,12 +242,14 @@ class ConcurrencySpec(Section):
     max_inputs: int = Field(
         8, ge=1, le=1000,
         description="Requests one container accepts at once; the runtime queues them and "
-        "runs the model one call at a time. Default 8.",
+        "runs the model one call at a time.",
+        json_schema_extra={"x-unit": "requests"},
     )
     target_inputs: int | None = Field(
         None, ge=1, le=1000,
         description="Requests per container the autoscaler aims for before it adds a "
-        "container; at most max_inputs. Default null (equal to max_inputs).",
+        "container; at most max_inputs. null means equal to max_inputs.",
+        json_schema_extra={"x-unit": "requests"},
     )
 
     @model_validator(mode="after")
@@ -261,14 +268,15 @@ class TimeoutSpec(Section):
 
     request: int = Field(
         120, ge=1, le=86400,
-        description="Seconds one request may run before it is cancelled, 1..86400. Default "
-        f"120. Modal's web endpoints cut requests at {MODAL_WEB_CUTOFF_S} s, so a larger "
-        "value only draws a warning.",
+        description="Time one request may run before it is cancelled. Modal's web "
+        f"endpoints cut requests at {MODAL_WEB_CUTOFF_S} s, so a larger value on the modal "
+        "target draws a warning.",
+        json_schema_extra={"x-unit": "seconds"},
     )
     startup: int = Field(
         600, ge=1, le=86400,
-        description="Seconds a container may take to start and load the weights, 1..86400. "
-        "Default 600.",
+        description="Time a container may take to start and load the weights.",
+        json_schema_extra={"x-unit": "seconds"},
     )
 
 
@@ -277,28 +285,26 @@ class ModelSpec(Section):
 
     repo: str = Field(
         "vikhyatk/moondream2", pattern=HUB_REPO,
-        description="Hugging Face model repository, OWNER/NAME. Default vikhyatk/moondream2.",
+        description="Hugging Face model repository, OWNER/NAME.",
     )
     revision: str = Field(
         "2025-06-21", min_length=1, max_length=128, pattern=REVISION,
         description="A release tag (e.g. 2025-06-21) or a 40-hex commit sha. A moving "
-        "branch such as main is rejected unless allow_moving_revision is true. Default "
-        "2025-06-21.",
+        "branch such as main is rejected unless allow_moving_revision is true.",
     )
     allow_moving_revision: bool = Field(
         False,
         description="Accept a branch name as revision; each apply may then serve "
-        "different weights. Default false.",
+        "different weights.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "bfloat16",
-        description="Weight dtype on the GPU. Default bfloat16; T4 has no bfloat16, use "
-        "float16 there.",
+        description="Weight dtype on the GPU. T4 has no bfloat16, so use float16 there.",
     )
     hub_token_secret: ModalName | None = Field(
         None,
         description="Name of a Modal Secret holding HF_TOKEN, for gated or private "
-        "repositories. Default null.",
+        "repositories; null for public ones.",
     )
 
     @model_validator(mode="after")
@@ -342,12 +348,12 @@ class VolumeSpec(Section):
     """The Modal Volume that holds the weights."""
 
     name: ModalName = Field(
-        "moondream-weights", description="Modal Volume name. Default moondream-weights."
+        "moondream-weights", description="Modal Volume name."
     )
     mount_path: str = Field(
         "/weights", max_length=255, pattern=PLAIN_PATH,
         description="Absolute path where the volume is mounted in the container; not /, "
-        "/root or /tmp. Default /weights.",
+        "/root or /tmp.",
     )
 
     @field_validator("mount_path")
@@ -372,18 +378,16 @@ class AuthSpec(Section):
         "api_key",
         description="api_key: clients send the key in X-Moondream-Auth (what Magnitude's "
         "apiKey option does); proxy: Modal proxy auth tokens (Modal-Key/Modal-Secret "
-        "headers); none: open to anyone with the URL, which must be written explicitly. "
-        "Default api_key.",
+        "headers); none: open to anyone with the URL, which must be written explicitly.",
     )
     secret: ModalName = Field(
         "moondream-api-key",
-        description="Name of the Modal Secret holding the key (mode api_key). Default "
-        "moondream-api-key.",
+        description="Name of the Modal Secret holding the key (mode api_key).",
     )
     key_env: str = Field(
         "MOONDREAM_API_KEY", pattern=ENV_VAR_NAME,
         description="Variable inside that secret (and, for the local target, in the "
-        "environment) holding the key. Default MOONDREAM_API_KEY.",
+        "environment) holding the key.",
     )
 
 
@@ -392,10 +396,12 @@ class PlacementSpec(Section):
 
     region: tuple[str, ...] = Field(
         (), max_length=16,
-        description="Regions to run in, e.g. us-east or [us-east, us-west]. Default: any.",
+        description="Regions to run in, e.g. us-east or [us-east, us-west]; empty means "
+        "any region.",
     )
     cloud: Literal["aws", "gcp", "oci", "auto"] | None = Field(
-        None, description="Cloud provider: aws, gcp, oci or auto. Default: Modal's choice."
+        None, description="Cloud provider: aws, gcp, oci or auto; null leaves the choice to "
+        "Modal."
     )
 
     @field_validator("region", mode="before")
@@ -423,20 +429,24 @@ class ServerSpec(Section):
     queue_size: int = Field(
         32, ge=1, le=10000,
         description="Requests a container holds waiting for the model; beyond it the "
-        "server answers 503 with Retry-After. Default 32.",
+        "server answers 503 with Retry-After.",
+        json_schema_extra={"x-unit": "requests"},
     )
     max_body_mb: int = Field(
-        20, ge=1, le=512, description="Largest request body in MiB. Default 20."
+        20, ge=1, le=512, description="Largest request body.",
+        json_schema_extra={"x-unit": "MiB"},
     )
     max_image_pixels: int = Field(
         16_000_000, ge=65_536, le=400_000_000,
-        description="Largest image in pixels (width x height), checked before decoding. "
-        "Default 16000000 (4000x4000).",
+        description="Largest image (width x height), checked before decoding; 16000000 is "
+        "4000x4000.",
+        json_schema_extra={"x-unit": "pixels"},
     )
     image_cache_size: int = Field(
         32, ge=0, le=10000,
         description="Encoded images kept per container, keyed by content hash, so repeated "
-        "requests on one screenshot skip encoding. 0 disables. Default 32.",
+        "requests on one screenshot skip encoding. 0 disables the cache.",
+        json_schema_extra={"x-unit": "images"},
     )
 
 
@@ -445,40 +455,40 @@ class LocalSpec(Section):
 
     host: str = Field(
         "127.0.0.1", max_length=253, pattern=HOST,
-        description="Interface to listen on. Default 127.0.0.1 (this machine only).",
+        description="Interface to listen on; 127.0.0.1 accepts connections from this "
+        "machine only.",
     )
-    port: int = Field(2020, ge=1, le=65535, description="TCP port. Default 2020.")
+    port: int = Field(2020, ge=1, le=65535, description="TCP port.")
     weights_dir: str = Field(
         ".moondream_iac/weights", max_length=4096, pattern=PLAIN_PATH,
-        description="Folder for the weights, relative to deploy.yaml unless absolute. "
-        "Default .moondream_iac/weights.",
+        description="Folder for the weights, relative to deploy.yaml unless absolute.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        "auto", description="Torch device. Default auto (cuda when available, else cpu)."
+        "auto", description="Torch device; auto picks cuda when available, else cpu."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="Weight dtype for the local target. Default auto (bfloat16 on cuda, "
-        "float32 on cpu).",
+        description="Weight dtype for the local target; auto picks bfloat16 on cuda and "
+        "float32 on cpu.",
     )
 
 
 class AppSpec(Section):
     """The Modal app and its web endpoint."""
 
-    name: ModalName = Field("moondream", description="Modal app name. Default moondream.")
+    name: ModalName = Field("moondream", description="Modal app name.")
     label: str = Field(
         "moondream", pattern=WEB_LABEL, max_length=63,
         description="Web label: the URL is https://<workspace>--<label>.modal.run/v1. "
-        "Lowercase letters, digits and '-'. Default moondream.",
+        "Lowercase letters, digits and '-'.",
     )
     environment: ModalName | None = Field(
         None,
         description="Modal environment to deploy into; null uses the profile's default "
-        "(or MODAL_ENVIRONMENT). Default null.",
+        "(or MODAL_ENVIRONMENT).",
     )
     python_version: Literal["3.10", "3.11", "3.12"] = Field(
-        "3.11", description="Python version of the container image. Default 3.11."
+        "3.11", description="Python version of the container image."
     )
 
     @field_validator("label")
@@ -499,7 +509,7 @@ class DeploySpec(Section):
     target: Literal["modal", "local"] = Field(
         "modal",
         description="Where apply deploys: modal (a Modal app) or local (uvicorn on this "
-        "machine). Default modal.",
+        "machine).",
     )
     app: AppSpec = Field(default_factory=AppSpec, description="The Modal app and web label.")
     gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPU type, count, fallbacks.")
@@ -514,7 +524,7 @@ class DeploySpec(Section):
     volume: VolumeSpec = Field(default_factory=VolumeSpec, description="Weights volume.")
     secrets: tuple[ModalName, ...] = Field(
         (), max_length=32,
-        description="Extra Modal Secrets to attach, by name only. Default: none.",
+        description="Extra Modal Secrets to attach, by name only.",
     )
     auth: AuthSpec = Field(default_factory=AuthSpec, description="Endpoint authentication.")
     placement: PlacementSpec = Field(
