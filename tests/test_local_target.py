@@ -250,6 +250,16 @@ def test_status_reports_url_pid_health(served):
     assert status["health"]["status"] == "ready"
 
 
+def test_stream_logs_yields_server_lines(served):
+    target, _ = served
+
+    lines = list(target.stream_logs())
+    last = list(target.stream_logs(lines=2))
+
+    assert any("the model is ready" in line for line in lines)
+    assert last == lines[-2:]
+
+
 def test_redeploy_after_spec_change_restarts(make_target, key_env):
     port = free_port()
     first = make_target(port=port, queue_size=32)

@@ -268,7 +268,8 @@ def fetch_health(url: str, *, timeout_s: float = HEALTH_REQUEST_TIMEOUT_S) -> di
     import httpx
 
     try:
-        response = httpx.get(f"{url}/health", timeout=timeout_s)
+        # trust_env=False: a proxy from HTTP_PROXY must not sit between this machine and itself.
+        response = httpx.get(f"{url}/health", timeout=timeout_s, trust_env=False)
         body = response.json()
     except (httpx.HTTPError, ValueError):
         return None
