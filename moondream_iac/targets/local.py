@@ -257,9 +257,9 @@ class LocalTarget:
         process while it serves, so ``status`` and ``destroy`` from another shell see it.
         huggingface_hub and transformers read HF_HOME and HF_MODULES_CACHE once, at
         import. So when either is already imported (by a weights sync in this process),
-        this process is replaced by ``python -m moondream_iac.server`` with exec: the pid
-        stays the same, but this function does not return and the pid file stays behind
-        as a stale file after the server stops.
+        exec replaces this process with ``python -m moondream_iac.server``. The pid stays
+        the same, but this function does not return, and the pid file is left behind as
+        a stale file (removed by the next status or deploy) after the server stops.
         """
         spec = self.spec
         key = api_key(spec)

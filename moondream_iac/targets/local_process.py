@@ -260,7 +260,7 @@ def _bind_error(host: str, port: int) -> OSError | None:
 
 
 def fetch_health(url: str, *, timeout_s: float = HEALTH_REQUEST_TIMEOUT_S) -> dict[str, Any] | None:
-    """Return the JSON body of ``GET {url}/health``, or None when nothing answers with JSON.
+    """Return the JSON body of ``GET {url}/health``, or None when no server responds with JSON.
 
     A server that is still loading may respond with 503 and a health document. That
     document is returned too, because its ``status`` field reports the loading state.
