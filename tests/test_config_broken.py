@@ -274,6 +274,27 @@ BROKEN = [
      ["deploy.yaml:2:3: auth.key_env: invalid value (got 'A B'); use letters, digits and "
       "'_', not starting with a digit, e.g. MOONDREAM_API_KEY"]),
 
+    ("key_with_newline", '"gpu\\nerror: fake": 1\n',
+     ["deploy.yaml:1:1: 'gpu\\nerror: fake': unknown key 'gpu\\nerror: fake'; known keys "
+      f"here: {TOP_KEYS}"]),
+    ("key_very_long", f"{'k' * 200}: 1\n",
+     [f"deploy.yaml:1:1: '{'k' * 76}...: unknown key '{'k' * 76}...; known keys here: "
+      f"{TOP_KEYS}"]),
+    ("key_with_python_tag", "!!python/name:os.system : 1\n",
+     ["deploy.yaml:1:1: keys must be text (got ''); quote the key"]),
+    ("key_is_list", "? [a, b]\n: 1\n",
+     ["deploy.yaml:1:3: keys must be text (got a collection); quote the key"]),
+    ("environment_name_with_newline", 'environments:\n  "dev\\nerror: x": {}\n',
+     ["deploy.yaml:2:3: environments: invalid environment name 'dev\\nerror: x'; use "
+      "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 "
+      "characters"]),
+    ("environments_as_list", "environments: [dev, prod]\n",
+     ["deploy.yaml:1:1: environments: must be a mapping of environment name to settings"]),
+    ("environments_nested", "environments:\n  dev:\n    environments: {}\n",
+     ["deploy.yaml:3:5: environments: environments is only allowed at the top level of the "
+      "deploy file, not inside an environment or in --set; pick an environment with --env "
+      "NAME"]),
+
     # Whole-file problems.
     ("empty_file", "",
      ["deploy.yaml:1:1: the file is empty; start from the deploy.yaml in the moondream_iac "
@@ -355,7 +376,7 @@ ACCEPTED = [
 
 
 def problem_lines(folder: Path, text: str | bytes) -> list[str]:
-    """Write deploy.yaml into ``folder``, load it, and return the formatted problems."""
+    """Write deploy.yaml into ``folder``, validate it as `validate` does, return the problems."""
     path = folder / "deploy.yaml"
     if isinstance(text, bytes):
         path.write_bytes(text)
@@ -363,7 +384,7 @@ def problem_lines(folder: Path, text: str | bytes) -> list[str]:
         path.write_text(text, encoding="utf-8")
 
     with pytest.raises(ConfigError) as raised:
-        load_config(Path("deploy.yaml"), environ={})
+        load_every_environment(Path("deploy.yaml"), environ={})
     return [problem.format() for problem in raised.value.problems]
 
 

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from moondream_iac.config.loader import load_config
+from moondream_iac.config.loader import load_config, load_every_environment
 from moondream_iac.errors import ConfigError
 from moondream_iac.spec.jsonschema import deploy_schema, schema_text
 from moondream_iac.spec.schema import DeploySpec, normalised
@@ -105,6 +105,8 @@ BOTH_REJECT = [
     ("section_as_list", {"autoscaling": [1]}),
     ("overlay_unknown_key", {"environments": {"dev": {"gpu": {"tpye": "T4"}}}}),
     ("overlay_nested_environments", {"environments": {"dev": {"environments": {}}}}),
+    ("environment_name_space", {"environments": {"dev prod": {}}}),
+    ("environments_as_list", {"environments": ["dev"]}),
 ]
 
 
@@ -112,9 +114,7 @@ def load_document(folder: Path, document: dict) -> None:
     """Load ``document`` as a deploy file, with every environment it defines."""
     path = folder / "deploy.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    load_config(path, environ={})
-    for name in (document.get("environments") or {}):
-        load_config(path, environment=name, environ={})
+    load_every_environment(path, environ={})
 
 
 @pytest.mark.parametrize("document", [case[1] for case in BOTH_ACCEPT],

@@ -22,12 +22,15 @@ from moondream_iac.config.yamlfile import (
     YamlDocument,
     format_path,
     parse_yaml_value,
+    short_repr,
 )
 from moondream_iac.errors import ConfigError, Problem
+from moondream_iac.spec.schema import ENVIRONMENT_NAME
 
 ENVIRONMENTS_KEY = "environments"
 _REFERENCE = re.compile(r"\$\{([^}]*)\}|\$\$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENVIRONMENT_NAME = re.compile(ENVIRONMENT_NAME)
 _INTEGER = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
 _SET_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -64,24 +67,39 @@ def base_layer(document: YamlDocument) -> Layer:
 
 
 def environment_names(document: YamlDocument) -> list[str]:
-    """Return the environments the file defines, in file order."""
-    environments = document.data.get(ENVIRONMENTS_KEY) or {}
-    return list(environments) if isinstance(environments, dict) else []
+    """Return the environments the file defines, in file order; raise ConfigError if invalid."""
+    environments = _environments(document)
+    problems = [
+        _problem(f"invalid environment name {short_repr(name)}; use letters, digits, '.', "
+                 "'_' and '-', starting with a letter or digit, at most 64 characters",
+                 ENVIRONMENTS_KEY, document.locate((ENVIRONMENTS_KEY, name)))
+        for name in environments if not _ENVIRONMENT_NAME.match(name)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return list(environments)
+
+
+def _environments(document: YamlDocument) -> dict[str, Any]:
+    environments = document.data.get(ENVIRONMENTS_KEY)
+    if environments is None:
+        return {}
+    if not isinstance(environments, dict):
+        raise ConfigError([_problem(
+            "must be a mapping of environment name to settings", ENVIRONMENTS_KEY,
+            document.locations.get((ENVIRONMENTS_KEY,)))])
+    return environments
 
 
 def environment_layer(document: YamlDocument, name: str) -> Layer:
     """Return the overlay of environment ``name``; raise ConfigError if it is not defined."""
-    environments = document.data.get(ENVIRONMENTS_KEY)
-    where = document.locations.get((ENVIRONMENTS_KEY,))
-    if environments is not None and not isinstance(environments, dict):
-        raise ConfigError([_problem(
-            "must be a mapping of environment name to settings", ENVIRONMENTS_KEY, where)])
-
-    known = list(environments or {})
+    environments = _environments(document)
+    known = environment_names(document)
     if name not in known:
+        where = document.locations.get((ENVIRONMENTS_KEY,))
         hint = f"defined: {', '.join(known)}" if known else "the file defines none under environments:"
         raise ConfigError([Problem(
-            f"environment {name!r} not found; {hint}", path=ENVIRONMENTS_KEY,
+            f"environment {short_repr(name)} not found; {hint}", path=ENVIRONMENTS_KEY,
             file=document.file, line=where.line if where else None,
             column=where.column if where else None,
         )])

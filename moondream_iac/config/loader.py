@@ -249,9 +249,15 @@ def _to_problem(error: Mapping[str, Any], origins: Mapping[FieldPath, Origin],
 
 
 def _location(path: FieldPath, origins: Mapping[FieldPath, Origin]) -> Location | None:
+    """Return where ``path`` was written, else its nearest written parent or child."""
     for end in range(len(path), -1, -1):
         origin = origins.get(tuple(path[:end]))
         if origin is not None and origin.location is not None:
+            return origin.location
+
+    # A --set below the path (environments.dev.gpu=T4) writes no location for it.
+    for written, origin in origins.items():
+        if written[: len(path)] == path and origin.location is not None:
             return origin.location
     return None
 

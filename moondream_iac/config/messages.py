@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from moondream_iac.config.yamlfile import FieldPath, Location
+from moondream_iac.config.yamlfile import FieldPath, Location, short_repr
 from moondream_iac.spec.schema import (
     ENV_VAR_NAME,
     HOST,
@@ -118,6 +118,11 @@ def _type_message(kind: str, error: Mapping[str, Any], context: Mapping[str, Any
 def unknown_key_message(path: FieldPath) -> str:
     """Return the message for a key the schema does not define: did-you-mean or the keys."""
     key = str(path[-1])
+    # The file's own top-level environments section never reaches the schema, so this
+    # key comes from inside an overlay or from --set.
+    if key in FILE_ONLY_KEYS:
+        return (f"{key} is only allowed at the top level of the deploy file, not inside an "
+                "environment or in --set; pick an environment with --env NAME")
     replacement = REMOVED_MODAL_NAMES.get(key)
     if replacement:
         return (f"{key} was removed from Modal (it raises DeprecationError in modal 1.x); "
@@ -126,8 +131,8 @@ def unknown_key_message(path: FieldPath) -> str:
     known = known_keys(path[:-1])
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
-        return f"unknown key {key!r}; did you mean {close[0]!r}?"
-    return f"unknown key {key!r}; known keys here: {', '.join(known)}"
+        return f"unknown key {short_repr(key)}; did you mean {close[0]!r}?"
+    return f"unknown key {short_repr(key)}; known keys here: {', '.join(known)}"
 
 
 def known_keys(parent: FieldPath) -> list[str]:

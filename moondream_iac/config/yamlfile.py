@@ -20,6 +20,8 @@ from moondream_iac.errors import ConfigError, Problem
 # A config file larger than this is not a deploy.yaml; reading it would only waste memory.
 MAX_FILE_BYTES = 1_000_000
 MAX_DEPTH = 32
+# Keys longer than this are shortened in messages.
+MAX_SHOWN_KEY = 64
 # Values read from one file, aliases counted each time they are used: a deploy file has
 # about a hundred, and a YAML alias bomb (each level repeating the one before) has billions.
 MAX_VALUES = 10_000
@@ -237,16 +239,14 @@ class _NodeReader:
                 self._problem(key_node, path, "YAML merge keys (<<) are not supported; "
                               "write the settings out in full")
                 continue
-            key = self._constructor.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                self._problem(key_node, path, f"keys must be text (got {key!r}); "
-                              "quote the key")
+            key = self._read_key(key_node, path)
+            if key is None:
                 continue
             if key in first_seen:
                 earlier = first_seen[key].start_mark.line + 1
                 self._problem(key_node, (*path, key),
-                              f"duplicate key {key!r} (first written on line {earlier}); "
-                              "keep only one")
+                              f"duplicate key {short_repr(key)} (first written on line "
+                              f"{earlier}); keep only one")
                 continue
             first_seen[key] = key_node
             result[key] = self.read(value_node, (*path, key))
@@ -257,6 +257,14 @@ class _NodeReader:
                 value_location.text, value_location.plain,
             )
         return result
+
+    def _read_key(self, node: yaml.Node, path: FieldPath) -> str | None:
+        """Return a mapping key as text, or None after recording why it is not text."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+            return node.value
+        shown = shown_key(node.value) if isinstance(node, yaml.ScalarNode) else "a collection"
+        self._problem(node, path, f"keys must be text (got {shown}); quote the key")
+        return None
 
     def _read_scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
         try:
@@ -300,11 +308,31 @@ def _short_tag(tag: str) -> str:
 
 
 def format_path(path: FieldPath) -> str:
-    """Format a field path as ``gpu.fallbacks[1]``."""
+    """Format a field path as ``gpu.fallbacks[1]``; odd keys are quoted and shortened."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        key = shown_key(part)
+        text += f".{key}" if text else key
     return text
+
+
+def shown_key(key: str) -> str:
+    """Return a key as written when it is short and printable, else its short repr."""
+    plain = key and key.isprintable() and len(key) <= MAX_SHOWN_KEY
+    return key if plain else short_repr(key)
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """Return ``repr(value)`` cut to ``limit`` characters, for messages.
+
+    repr escapes newlines and other control characters, so a hostile key or value
+    cannot start a new line in the output and pass for a message of its own.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_boolean_word(location: Location | None) -> bool:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from moondream_iac.spec.gpus import default_catalog
-from moondream_iac.spec.schema import DeploySpec
+from moondream_iac.spec.schema import ENVIRONMENT_NAME, DeploySpec
 
 SCHEMA_ID = "https://github.com/moondream-iac/moondream_iac/schema/deploy.schema.json"
 
@@ -92,6 +92,7 @@ def _describe_environments(schema: dict[str, Any]) -> None:
         "additionalProperties": {
             "anyOf": [{"$ref": "#/$defs/EnvironmentOverlay"}, {"type": "null"}],
         },
+        "propertyNames": {"pattern": ENVIRONMENT_NAME},
     }
 
 

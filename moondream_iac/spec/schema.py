@@ -32,6 +32,9 @@ MODAL_WEB_CUTOFF_S = 150
 
 # Modal object names (apps, volumes, secrets, environments): letters, digits, '-', '_', '.'.
 MODAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Names under `environments:` in a deploy file; they are --env arguments and appear in
+# messages, so they follow the Modal name rule.
+ENVIRONMENT_NAME = MODAL_NAME
 # A web label becomes a DNS label inside `<workspace>--<label>.modal.run`.
 WEB_LABEL = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
