@@ -277,6 +277,34 @@ def test_redeploy_after_spec_change_restarts(make_target, key_env):
     assert health["queue"]["size"] == 7
 
 
+def test_redeploy_new_port_stops_old(make_target, key_env):
+    first = make_target()
+    first_outcome = first.deploy(tag="one")
+    moved = make_target()
+
+    moved_outcome = moved.deploy(tag="two")
+
+    assert moved_outcome.url != first_outcome.url
+    assert process_gone(first_outcome.details["pid"])
+    assert moved.live_health()["status"] == "ready"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{first_outcome.url}/health", timeout=2)
+
+
+def test_auth_none_serves_without_key(make_target, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    target = make_target(auth_mode="none")
+    outcome = target.deploy(tag="open")
+    body = {"image_url": png_data_url(), "object": "button"}
+
+    response = httpx.post(f"{outcome.url}/point", json=body, timeout=30)
+    environ = Path(f"/proc/{outcome.details['pid']}/environ").read_bytes()
+
+    assert response.status_code == 200
+    assert target.live_health()["auth_mode"] == "none"
+    assert KEY.encode() not in environ
+
+
 def test_rollback_restores_previous_spec(make_target, key_env):
     port = free_port()
     old = make_target(port=port, queue_size=11)
@@ -429,6 +457,29 @@ def test_missing_weights_named(tmp_path, key_env):
 
     with pytest.raises(TargetError, match="no synced weights for vikhyatk/moondream2@2025-06-21"):
         target.deploy(tag="empty")
+
+
+def test_state_dir_default_names_environment(tmp_path, weights_dir):
+    loaded = write_deploy(tmp_path, weights_dir, port=free_port())
+    with open(loaded.path, "a", encoding="utf-8") as stream:
+        stream.write("environments:\n  dev: {server: {queue_size: 3}}\n")
+
+    base = LocalTarget(load_config(loaded.path))
+    dev = LocalTarget(load_config(loaded.path, environment="dev"))
+
+    assert base.state_dir == tmp_path / ".moondream_iac" / "local" / "localtest"
+    assert dev.state_dir == tmp_path / ".moondream_iac" / "local" / "localtest-dev"
+
+
+@pytest.mark.parametrize(("host", "url"), [
+    ("127.0.0.1", "http://127.0.0.1:2020/v1"),
+    ("0.0.0.0", "http://127.0.0.1:2020/v1"),
+    ("::", "http://[::1]:2020/v1"),
+    ("::1", "http://[::1]:2020/v1"),
+    ("localhost", "http://localhost:2020/v1"),
+])
+def test_base_url_for_host(host, url):
+    assert local_process.base_url(host, 2020) == url
 
 
 # Pid file
