@@ -80,7 +80,8 @@ BOTH_ACCEPT = [
     ("boundaries", {"autoscaling": {"scaledown_window": 2, "min_containers": 0},
                     "gpu": {"count": 8}, "local": {"port": 65535}}),
     ("null_optional", {"autoscaling": {"max_containers": None}}),
-    ("environments", {"environments": {"dev": None, "prod": {"gpu": "L4:2"}}}),
+    ("environments", {"environments": {"dev": None,
+                                       "prod": {"gpu": "L4:2", "app": {"environment": "prod"}}}}),
 ]
 
 # (case id, document) that both the loader and the JSON Schema reject
