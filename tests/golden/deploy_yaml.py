@@ -160,8 +160,7 @@ def load_served_model(root: str = WEIGHTS_ROOT) -> tuple[Any, Any]:
 class Moondream:
     @modal.enter()
     def load(self) -> None:
-        # A long-lived container sees volume changes committed after its start only
-        # after a reload.
+        # Pick up weights committed after this container mounted the volume.
         volume.reload()
         self.settings, self.model = load_served_model(WEIGHTS_ROOT)
 
