@@ -49,6 +49,9 @@ def test_loading_answers_503_until_ready(tiny_model_dir, serve_app):
         assert int(response.headers["Retry-After"]) > 0
         assert "still loading" in response.json()["error"]
 
+    large = httpx.post(f"{server.base_url}/v1/point", json={**POINT_BODY, "padding": "x" * 8_000_000})
+    assert large.status_code == 503
+
     release.set()
     assert wait_for_health(server.base_url, "ready")["ready"] is True
     assert httpx.post(server.base_url + "/v1/point", json=POINT_BODY).status_code == 200

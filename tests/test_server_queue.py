@@ -161,3 +161,13 @@ def test_repeated_image_hits_cache(tiny_model, tiny_model_dir, serve_app, caplog
     hits = [json.loads(r.getMessage())["image_cache_hit"] for r in caplog.records if r.name == "moondream_iac.server.requests"]
     assert hits == [False, True, False, False, False]
     assert results[0]["points"] == results[1]["points"] == results[4]["points"]
+
+
+def test_server_timing_reports_model_time(slow_model, slow_model_dir, serve_app):
+    server = serve_app(create_app(ServerSettings(model_dir=slow_model_dir), slow_model))
+
+    response = httpx.post(server.base_url + "/v1/point", json=point_body(), timeout=30)
+
+    timings = dict(part.strip().split(";dur=") for part in response.headers["Server-Timing"].split(","))
+    assert float(timings["model"]) >= CALL_SECONDS * 1000
+    assert 0 <= float(timings["queue"]) < CALL_SECONDS * 1000

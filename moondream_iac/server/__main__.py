@@ -77,7 +77,15 @@ def serve(settings, *, log_level: str = "info") -> None:
         transformers_range=settings.transformers_range,
     )
     app = create_app(settings, loader=loader)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        # On SIGTERM, running requests get as long as a request may take, then are dropped.
+        timeout_graceful_shutdown=int(settings.request_timeout_s),
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    """An HTTP error answered as ``{"error": message}`` with ``status`` and extra headers."""
+    """An HTTP error, sent as ``{"error": message}`` with ``status`` and extra headers."""
 
     def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)

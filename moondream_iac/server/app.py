@@ -5,9 +5,15 @@ Routes: ``POST /v1/point``, ``/v1/detect``, ``/v1/query``, ``/v1/caption`` and
 strings, so ``/point``, ``/v1//point``, ``//point`` and forms with a trailing slash reach
 the same handler.
 
-Every response carries ``X-Request-Id``; JSON bodies also carry ``request_id``. Errors are
-``{"error": "..."}`` with a 4xx status, or 503 with ``Retry-After`` for a loading model, a
-full queue or a timeout, because Magnitude retries only on 429, 503 and 524.
+Every response carries ``X-Request-Id``; JSON bodies also carry ``request_id``. A
+successful JSON response carries ``Server-Timing: queue;dur=…, model;dur=…`` in
+milliseconds. Errors are ``{"error": "..."}`` with a 4xx status, or 503 with
+``Retry-After`` for a loading model, a full queue or a timeout, because Magnitude retries
+only on 429, 503 and 524.
+
+Each request logs one JSON line on the ``moondream_iac.server.requests`` logger: request
+id, route, status, total, queue wait, image decode and model times, and whether the
+encoded image came from the cache. Image bytes, prompts and keys are never logged.
 """
 
 import json
@@ -66,7 +72,7 @@ def create_app(
 ) -> "FastAPI":
     """Build the app for a loaded ``model``, or for a ``loader`` run in the background at startup.
 
-    Until the loader returns, the API routes answer 503 with ``Retry-After`` and
+    Until the loader returns, the API routes return 503 with ``Retry-After`` and
     ``/v1/health`` reports ``ready: false``. A failed load stays visible in health.
     """
     from fastapi import FastAPI
@@ -146,7 +152,9 @@ async def _serve(runtime: Runtime, name: str, operation: Callable[..., Any], req
     else:
         if isinstance(result, handlers.StreamResult):
             return _stream_response(runtime, name, result, context, started)
-        response = _json_response(200, {**result, "request_id": context.request_id}, context.request_id)
+        response = _json_response(
+            200, {**result, "request_id": context.request_id}, context.request_id, _server_timing(context)
+        )
 
     _log_request(runtime, name, response.status_code, context, started)
     return response
@@ -209,6 +217,14 @@ def _error_response(error: ApiError, request_id: str) -> "Response":
     return _json_response(error.status, body, request_id, error.headers)
 
 
+def _server_timing(context: handlers.CallContext) -> dict[str, str]:
+    """Return a ``Server-Timing`` header with the queue wait and model time in milliseconds."""
+    timing = context.timing
+    if timing is None or timing.queue_ms is None or timing.model_ms is None:
+        return {}
+    return {"Server-Timing": f"queue;dur={timing.queue_ms:.3f}, model;dur={timing.model_ms:.3f}"}
+
+
 def _new_request_id() -> str:
     return uuid.uuid4().hex
 
@@ -233,6 +249,7 @@ def _log_request(
         "total_ms": round((time.perf_counter() - started) * 1000.0, 2),
         "queue_wait_ms": _round(timing.queue_ms if timing else None),
         "model_ms": _round(timing.model_ms if timing else None),
+        "image_ms": _round(context.image_ms),
         "image_cache_hit": context.cache_hit,
         **context.extra,
     }

@@ -1,4 +1,4 @@
-"""The four API operations: check the body, prepare the image, call the model, shape the answer."""
+"""The four API operations: check the body, prepare the image, call the model, build the response."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class CallContext:
     request_id: str
     deadline: float
     timing: Timing | None = None
+    image_ms: float | None = None
     cache_hit: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -143,7 +144,9 @@ async def _prepare_image(runtime: Runtime, image_url: str, context: CallContext)
     """Decode base64, look up the cache, and decode the image on a miss, off the event loop."""
     check_capacity(runtime)
     async with runtime.decode_slots:
+        started = time.perf_counter()
         image = await asyncio.to_thread(_prepare_image_now, runtime, image_url)
+        context.image_ms = (time.perf_counter() - started) * 1000.0
     context.cache_hit = image.encoded is not None
     return image
 

@@ -1,6 +1,6 @@
 """Load a Moondream model directory with transformers and accelerate, with the hub offline.
 
-The download happens once, in the weights step; serving must never reach the hub. So
+The download happens once, in the weights step, and serving must never reach the hub. So
 ``load_model`` sets ``HF_HUB_OFFLINE=1`` before it imports transformers and passes
 ``local_files_only=True``. huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import
 time: when transformers was imported earlier in the process without it,

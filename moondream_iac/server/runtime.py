@@ -79,7 +79,11 @@ class Runtime:
     def health(self) -> dict[str, Any]:
         """Return the body of ``/v1/health``: status, identity of the model and the runtime."""
         settings = self.settings
-        status = "ready" if self.ready else ("failed" if self.load_error else "loading")
+        status = "loading"
+        if self.ready:
+            status = "ready"
+        elif self.load_error is not None:
+            status = "failed"
         return {
             "status": status,
             "live": True,

@@ -1,7 +1,7 @@
 """Settings of the serving runtime, from arguments or from plain environment variables.
 
 The rendered Modal app and the local target configure the server with these variables
-(all optional except the model directory; the default is in brackets):
+(all optional except the model directory, with the default in brackets):
 
 - ``MOONDREAM_IAC_MODEL_DIR``: directory of the model in Hugging Face format (required).
 - ``MOONDREAM_IAC_LOCK_FILE``: weights lock file; when set, every model file is checked

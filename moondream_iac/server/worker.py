@@ -1,9 +1,9 @@
 """Run model calls on one worker thread, off the event loop, behind a bounded queue.
 
 The model is not thread-safe and a GPU runs one call at a time well, so every call for
-a model goes through a single thread. The event loop keeps accepting requests; beyond
-``queue_size`` waiting calls, ``submit`` raises QueueFullError at once so the client gets
-a quick 503 rather than a slow timeout.
+a model goes through a single thread. The event loop keeps accepting requests. Beyond
+``queue_size`` waiting calls, ``call`` and ``stream`` raise QueueFullError at once, so the
+client gets a quick 503 rather than a slow timeout.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ class HfMoondream(PreTrainedModel):
         if isinstance(image, EncodedImage):
             return image
         width, height = image.size
-        small = image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), reducing_gap=2.0)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        small = rgb.resize((IMAGE_SIDE, IMAGE_SIDE), reducing_gap=2.0)
         pixels = torch.tensor(list(small.tobytes()), dtype=torch.float32) / 255.0
         weight = self.vision.weight.float()
         features = torch.tanh(weight @ pixels.to(weight.device))
