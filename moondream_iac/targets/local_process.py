@@ -180,7 +180,7 @@ def _psutil_cmdline(pid: int) -> list[str] | None:
         import psutil
 
         return psutil.Process(pid).cmdline()
-    except (ImportError, Exception):  # noqa: BLE001 - any failure means "unknown"
+    except Exception:  # noqa: BLE001 - a missing psutil or any psutil error means "unknown"
         return None
 
 
