@@ -1,7 +1,7 @@
 """The post-deploy smoke test: one real request per Moondream route, timed.
 
 The test image is generated with Pillow (a dark square on a light background), so the
-check needs no files. Each route must answer 200 with its documented body shape;
+check needs no files. Each route must return 200 with its documented body shape;
 anything else fails the route. Also holds ``get_health``, the one way plan, apply and
 status read ``/v1/health``.
 """
@@ -115,7 +115,7 @@ def _result(ok: bool, status: int | None = None, started: float = 0.0,
 
 def get_health(base_url: str, *, api_key: str | None = None,
                timeout_s: float = 5.0) -> dict[str, Any] | None:
-    """Return the JSON of ``GET <base_url>/health``, or None when nothing answers.
+    """Return the JSON of ``GET <base_url>/health``, or None when the request fails.
 
     A 503 with a JSON body (the model is still loading) is returned like a 200, so a
     caller can read ``ready`` and ``error``.

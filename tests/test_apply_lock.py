@@ -1,4 +1,4 @@
-"""The deployment lock: one apply per deployment at a time, the loser told who holds it."""
+"""The deployment lock: one apply per deployment at a time; the other run is told the holder."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Run as a script:
   registered as ``local``.
 
 Environment knobs read by ``deploy`` (set them on the CLI process):
-``STANDIN_BROKEN_ROUTE`` makes one route answer 500; ``STANDIN_STARTUP_S`` delays
+``STANDIN_BROKEN_ROUTE`` makes one route return 500; ``STANDIN_STARTUP_S`` delays
 readiness; ``STANDIN_DEPLOY_PAUSE_S`` sleeps inside deploy, to hold the lock longer.
 """
 

@@ -69,12 +69,19 @@ class Project:
             f"local: {{port: {self.port}, device: cpu}}\n", encoding="utf-8")
         self.env = {**os.environ, "HF_ENDPOINT": hub_url, "MOONDREAM_API_KEY": API_KEY}
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "moondream_iac", *args, "-f", str(self.file),
-             "--target", "local"],
-            capture_output=True, text=True, timeout=timeout, cwd=self.folder, env=self.env,
-            stdin=subprocess.DEVNULL)
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "moondream_iac", *args, "-f", str(self.file),
+                   "--target", "local"]
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                  cwd=self.folder, env=self.env, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as error:
+            pytest.fail(f"{' '.join(args)} timed out after {timeout} s; stderr:\n"
+                        f"{error.stderr}\nserver log:\n{self.server_log()}")
+
+    def server_log(self) -> str:
+        logs = sorted(self.folder.glob(".moondream_iac/local/*/server.log*"))
+        return "\n".join(path.read_text("utf-8", errors="replace")[-3000:] for path in logs)
 
     def plan_json(self, *args: str) -> dict:
         result = self.run("plan", "--json", *args)
@@ -145,7 +152,7 @@ def test_change_behind_back_is_drift(project):
     assert applied.returncode == 0, applied.stderr
 
     by_hand = subprocess.run([sys.executable, "-c", DEPLOY_BEHIND_BACK, str(project.file)],
-                             capture_output=True, text=True, timeout=120, cwd=project.folder,
+                             capture_output=True, text=True, timeout=300, cwd=project.folder,
                              env=project.env)
     assert by_hand.returncode == 0, by_hand.stderr
     assert project.health()["revision"] == "2025-04-14"

@@ -49,7 +49,7 @@ class ApplyOptions:
 
 @dataclass
 class ApplyResult:
-    """What apply did: ``outcome`` is no_changes, dry_run, cancelled or applied."""
+    """The result of apply; ``outcome`` is no_changes, dry_run, cancelled or applied."""
 
     outcome: str
     plan: Plan
@@ -213,9 +213,9 @@ def _wait_ready(target: Target, spec: DeploySpec,
 def _cold_start(health: Mapping[str, Any], ready_wait: float) -> float:
     """Return the seconds from server start to ready: the server's uptime when first ready.
 
-    A target whose deploy returns before the server starts (Modal) starts it on the
-    first health request, so the uptime is the cold start; the wait is the fallback
-    for servers that do not report uptime.
+    On Modal, deploy returns before any container runs, and the first health request
+    starts one, so its uptime when first ready is the cold start. Servers that report
+    no uptime fall back to the seconds waited.
     """
     uptime = health.get("uptime_seconds")
     if isinstance(uptime, (int, float)):
@@ -241,7 +241,7 @@ def _smoke(url: str, api_key: str | None, options: ApplyOptions) -> dict[str, An
 
 def _roll_back_or_explain(target: Target, plan: Plan, error: Exception,
                           options: ApplyOptions) -> None:
-    """Roll back when asked and possible, and say in the error what state remains."""
+    """Roll back when requested and possible, and state in the error what is left running."""
     previous = plan.record
     if options.rollback_on_failure and previous:
         options.log("rolling back to the previous deployment")

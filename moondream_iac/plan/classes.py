@@ -1,4 +1,4 @@
-"""How each spec field is applied: the one table that sorts a change into a change class.
+"""Change classes, and the one table that maps each spec field to the class of its change.
 
 Classes, cheapest first:
 

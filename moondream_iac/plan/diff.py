@@ -68,7 +68,11 @@ def diff_specs(
         new = after.get(path, _MISSING)
         if old == new:
             continue
-        action = "create" if old is _MISSING else "delete" if new is _MISSING else "update"
+        action = "update"
+        if old is _MISSING:
+            action = "create"
+        elif new is _MISSING:
+            action = "delete"
         changes.append(FieldChange(
             path, action,
             None if old is _MISSING else old,

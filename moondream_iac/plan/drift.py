@@ -2,7 +2,7 @@
 
 The live ``/v1/health`` reports the spec hash, model repo and revision the running app
 was deployed with. When they differ from the record, someone deployed or changed the app
-without this tool. The file wins: apply redeploys what the file says.
+without this tool. The file wins: apply redeploys the settings in the file.
 NOTE: health does not report the autoscaler settings, so a change made with Modal's
 ``update_autoscaler`` outside this tool is not seen here.
 """

@@ -14,7 +14,7 @@ class NotReadyError(IacError):
 
 
 class SmokeTestError(IacError):
-    """The deployment answered, but a smoke test request failed."""
+    """The deployment is ready, but a smoke test request failed."""
 
 
 class MissingApiKeyError(IacError):

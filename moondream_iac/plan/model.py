@@ -15,7 +15,7 @@ from moondream_iac.state.record import is_live, redact
 
 FORMAT_VERSION = 1
 
-# What apply does for the costliest change class in the plan.
+# Apply action for the costliest change class in a plan.
 ACTIONS = {
     ChangeClass.RECORD: "record",
     ChangeClass.AUTOSCALER: "update_autoscaler",
@@ -37,7 +37,7 @@ STEPS = {
 
 @dataclass(frozen=True)
 class Plan:
-    """What apply would do, and why."""
+    """The changes, drift and cost of a deployment, and the action apply would take."""
 
     spec: DeploySpec
     file: str

@@ -1,1 +1,1 @@
-"""What apply leaves behind: the applied record and the deployment lock."""
+"""State kept between runs: the applied record and the deployment lock."""

@@ -30,7 +30,7 @@ STALE_AFTER_S = 25 * 3600
 
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds a deployment lock, and since when (UTC, ISO 8601)."""
+    """The holder of a deployment lock, and since when (UTC, ISO 8601)."""
 
     host: str
     pid: int

@@ -1,8 +1,8 @@
 """The applied record: what the last successful apply deployed, stored by the target.
 
 A versioned JSON document. The plan compares the desired spec with it, and status and
-rollback read it. It carries secret names only; ``redact`` also blanks any value whose
-key looks like a credential, in case a target or a future field puts one there.
+rollback read it. It contains secret names only. ``redact`` also blanks any value whose
+key looks like a credential, in case a target or a later field adds one.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def build_record(
 def summarise(record: Mapping[str, Any]) -> dict[str, Any]:
     """Return what rollback and status need of a record: spec, hash, revision, URL, time.
 
-    The summary keeps the full spec, so a target whose storage holds one record (Modal)
+    The summary keeps the full spec, so a target that stores only one record (Modal)
     can rebuild the previous record after a rollback with ``record_from_summary``.
     """
     spec = record.get("spec") or {}
@@ -174,6 +174,6 @@ def redact_text(text: str, values: tuple[str, ...]) -> str:
 def _is_secret_key(key: str, path: str) -> bool:
     if not SECRET_KEY.search(key):
         return False
-    # Accept a name-only field at any depth: the spec sits under "spec" in the record
-    # and under "desired" in a plan.
+    # Match a name-only field by its path suffix, because the spec sits under "spec" in
+    # a record and under "previous.spec" in a record's summary of the one before.
     return not any(path == name or path.endswith("." + name) for name in NAME_ONLY_FIELDS)

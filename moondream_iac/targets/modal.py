@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 # Seconds to wait for Modal's control plane before reporting it unreachable.
 REACHABLE_TIMEOUT_S = 10.0
-# Seconds to wait for /v1/health. A scaled-to-zero app starts a container to answer, which
-# can take longer; the plan then sees no live document and reports the endpoint as down.
+# Seconds to wait for /v1/health. An app scaled to zero must start a container first,
+# which can take longer; the plan then gets no health document and reports the endpoint
+# as not running.
 HEALTH_TIMEOUT_S = 20.0
 # The modal.Dict that holds one deployment lock entry per app name.
 LOCK_DICT = "moondream-iac-locks"
@@ -69,19 +70,10 @@ class ModalTarget:
         return record_lock(store, self.spec.app.name, holder, deployment=self._deployment())
 
     def sync_weights(self) -> dict[str, Any]:
-        functions = _functions()
-        sync = getattr(functions, "sync_weights", None)
-        if sync is None:
-            # NOTE: without a separate weights function, the deploy runs the weights step
-            # and returns the lock in DeployOutcome.details["weights_lock"].
-            return {}
-        return dict(sync(self.spec) or {})
+        return dict(_functions().sync_weights(self.spec, self._render()) or {})
 
     def deploy(self, *, tag: str) -> DeployOutcome:
-        from moondream_iac.render.renderer import render_to_dir
-
-        app_file = render_to_dir(self.spec, self.build_dir)
-        return _functions().deploy(self.spec, app_file, tag=tag)
+        return _functions().deploy(self.spec, self._render(), tag=tag)
 
     def update_autoscaler(self) -> None:
         _functions().update_autoscaler(self.spec)
@@ -99,6 +91,11 @@ class ModalTarget:
 
     def stream_logs(self) -> Iterator[str]:
         return iter(())
+
+    def _render(self) -> Path:
+        from moondream_iac.render.renderer import render_to_dir
+
+        return render_to_dir(self.spec, self.build_dir)
 
     def _api_key(self) -> str | None:
         if self.spec.auth.mode != "api_key":
