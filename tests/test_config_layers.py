@@ -187,7 +187,7 @@ BROKEN_REFERENCES = [
       "write it without quotes"]),
     ("value_checked_after_substitution", "app:\n  label: ${LABEL}\n", None,
      {"LABEL": "Bad Label"},
-     ["deploy.yaml:2:3: app.label: invalid value (got 'Bad Label'); use lowercase letters, "
+     ["deploy.yaml:2:3: app.label: invalid value (got '${LABEL}'); use lowercase letters, "
       "digits and '-', starting and ending with a letter or digit, at most 63 characters"]),
 ]
 
@@ -338,3 +338,30 @@ def test_set_and_file_same_hash(tmp_path, monkeypatch):
     overridden = load_config(Path("deploy.yaml"), overrides=["gpu.type=l4"], environ={}).spec
 
     assert spec_hash(overridden) == spec_hash(written)
+
+
+def test_variable_value_hidden_in_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "app:\n  name: ${TOKEN}\n  label: x${TOKEN}\n")
+    token = 'as-Secret\n"value'
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(Path("deploy.yaml"), environ={"TOKEN": token})
+
+    lines = [problem.format() for problem in raised.value.problems]
+    assert lines[0].startswith("deploy.yaml:2:3: app.name: invalid value (got '${TOKEN}')")
+    assert lines[1].startswith("deploy.yaml:3:3: app.label: invalid value (got 'x${TOKEN}')")
+    assert all("Secret" not in line for line in lines)
+
+
+def test_variable_value_hidden_in_warnings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "timeouts:\n  request: ${REQUEST_TIMEOUT}\n")
+
+    config = load_config(Path("deploy.yaml"), environ={"REQUEST_TIMEOUT": "86400"})
+
+    assert config.spec.timeouts.request == 86400
+    assert [warning.format() for warning in config.warnings] == [
+        "deploy.yaml:2:3: timeouts.request: 86400 s is above Modal's 150 s cutoff for web "
+        "requests, so longer requests fail with a 303 that no Moondream client follows; use "
+        "at most 140"]

@@ -197,18 +197,43 @@ def _copy(value: Any) -> Any:
 
 
 def resolve_references(data: Any, origins: Mapping[FieldPath, Origin],
-                       environ: Mapping[str, str] | None = None) -> Any:
+                       environ: Mapping[str, str] | None = None,
+                       used: dict[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` in every string with the variable's value; ``$$`` is a literal '$'.
 
     Raise ConfigError naming each missing variable and where it was used. Only config
     values are read this way: secrets stay names and their values are never read here.
+    Each variable read is recorded in ``used`` (name to value) when it is given.
     """
     environ = os.environ if environ is None else environ
     problems: list[Problem] = []
-    resolved = _resolve(data, (), origins, environ, problems)
+    reading = _RecordingEnviron(environ, {} if used is None else used)
+    resolved = _resolve(data, (), origins, reading, problems)
     if problems:
         raise ConfigError(problems)
     return resolved
+
+
+class _RecordingEnviron(Mapping[str, str]):
+    """A read-only view of the environment that records every variable read."""
+
+    def __init__(self, environ: Mapping[str, str], used: dict[str, str]) -> None:
+        self._environ = environ
+        self.used = used
+
+    def __getitem__(self, name: str) -> str:
+        value = self._environ[name]
+        self.used[name] = value
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._environ
+
+    def __iter__(self):
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
 
 
 def _resolve(value: Any, path: FieldPath, origins: Mapping[FieldPath, Origin],

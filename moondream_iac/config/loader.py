@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,10 @@ from moondream_iac.spec.schema import (
     RuleError,
     expand_compact_gpu,
 )
+
+# Variable values at least this long are replaced by their ${NAME} in messages.
+MIN_HIDDEN_VALUE = 6
+
 
 @dataclass
 class LoadedConfig:
@@ -74,7 +78,8 @@ def _load_document(document: YamlDocument, path: Path, environment: str | None,
         layers.append(set_layer(overrides))
 
     data, origins = merge_layers([_expand_compact_forms(layer) for layer in layers])
-    data = resolve_references(data, origins, environ)
+    variables: dict[str, str] = {}
+    data = resolve_references(data, origins, environ, used=variables)
 
     problems = list(document.problems) + _boolean_word_problems(data, origins)
     problems += [p for layer in layers for p in layer.problems]
@@ -83,13 +88,35 @@ def _load_document(document: YamlDocument, path: Path, environment: str | None,
     except ValidationError as error:
         problems += _without_repeats(
             [_to_problem(item, origins, str(path)) for item in error.errors()], problems)
-        raise ConfigError(_sorted(problems)) from None
     if problems:
-        raise ConfigError(_sorted(problems))
+        raise ConfigError(_hide_variable_values(_sorted(problems), variables))
 
     loaded = LoadedConfig(spec, path, environment, origins, raw=data)
-    loaded.warnings = spec_warnings(loaded)
+    loaded.warnings = _hide_variable_values(spec_warnings(loaded), variables)
     return loaded
+
+
+def _hide_variable_values(problems: list[Problem], variables: Mapping[str, str]) -> list[Problem]:
+    """Write ``${NAME}`` in messages where they would show a variable's value.
+
+    A config value is not meant to be a secret, but a CI job may hold a token in a
+    variable that a deploy file names by mistake; the log then shows the reference only.
+    """
+    # NOTE: values shorter than MIN_HIDDEN_VALUE stay visible, since replacing "1" or
+    # "dev" everywhere would garble messages; such short values are not credentials.
+    hidden = [(name, value) for name, value in variables.items()
+              if len(value) >= MIN_HIDDEN_VALUE]
+    if not hidden:
+        return problems
+
+    result = []
+    for problem in problems:
+        message = problem.message
+        for name, value in hidden:
+            escaped = repr(value)[1:-1]
+            message = message.replace(value, f"${{{name}}}").replace(escaped, f"${{{name}}}")
+        result.append(replace(problem, message=message))
+    return result
 
 
 def load_every_environment(path: Path, *, environ: Mapping[str, str] | None = None,
