@@ -126,3 +126,20 @@ def test_server_serves_after_bad_requests(server, tiny_model):
     assert response.status_code == 200
     image = Image.open(BytesIO(GOOD_PNG)).convert("RGB")
     assert response.json()["points"] == tiny_model.point(image, "button")["points"]
+
+
+@pytest.mark.parametrize("path", ["/v1/point", "/point", "/v1//point", "//point", "/v1/point/", "/point/", "/v1//point/"])
+def test_path_forms_reach_point(server, path):
+    response = httpx.post(server.base_url + path, json=region(), timeout=30)
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["points"]) == 1
+
+
+def test_unknown_fields_ignored(server):
+    body = region(variant="moondream-2", model="moondream-2", spatial_refs=[[0.1, 0.2]], extra={"a": 1})
+
+    response = httpx.post(server.base_url + "/v1/point", json=body, timeout=30)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["request_id"] == response.headers["X-Request-Id"]

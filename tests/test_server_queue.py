@@ -171,3 +171,22 @@ def test_server_timing_reports_model_time(slow_model, slow_model_dir, serve_app)
     timings = dict(part.strip().split(";dur=") for part in response.headers["Server-Timing"].split(","))
     assert float(timings["model"]) >= CALL_SECONDS * 1000
     assert 0 <= float(timings["queue"]) < CALL_SECONDS * 1000
+
+
+def test_in_flight_count_returns_to_zero(slow_model, slow_model_dir, tiny_model, serve_app):
+    server = serve_app(create_app(ServerSettings(model_dir=slow_model_dir), slow_model))
+    stream_body = {**point_body(), "stream": True}
+
+    with httpx.stream("POST", server.base_url + "/v1/caption", json=stream_body, timeout=30) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())
+    with httpx.Client(timeout=0.2) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(server.base_url + "/v1/caption", json=stream_body)
+    httpx.post(server.base_url + "/v1/point", json={"image_url": "!"}, timeout=30)
+    httpx.post(server.base_url + "/v1/point", json=point_body(), timeout=30)
+
+    deadline = time.monotonic() + 10
+    while httpx.get(server.base_url + "/v1/health").json()["queue"]["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(server.base_url + "/v1/health").json()["queue"] == {"waiting": 0, "in_flight": 0, "size": 32}

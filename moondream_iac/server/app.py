@@ -16,6 +16,7 @@ id, route, status, total, queue wait, image decode and model times, and whether 
 encoded image came from the cache. Image bytes, prompts and keys are never logged.
 """
 
+import functools
 import json
 import logging
 import time
@@ -135,10 +136,12 @@ async def _serve(runtime: Runtime, name: str, operation: Callable[..., Any], req
     context = handlers.CallContext(
         request_id=_new_request_id(), deadline=started + runtime.settings.request_timeout_s
     )
+    admitted = False
     try:
         check_api_key(runtime.settings, request.headers)
         runtime.require_model()
-        handlers.check_capacity(runtime)
+        runtime.admit()
+        admitted = True
         body = parse_json_object(await _read_body(request, runtime.settings.max_body_bytes))
         result = await operation(runtime, body, context)
     except ApiError as error:
@@ -151,10 +154,15 @@ async def _serve(runtime: Runtime, name: str, operation: Callable[..., Any], req
         response = _error_response(ApiError(500, "internal error: the model call failed"), context.request_id)
     else:
         if isinstance(result, handlers.StreamResult):
+            # The stream counts as in flight until its last event is sent.
+            admitted = False
             return _stream_response(runtime, name, result, context, started)
         response = _json_response(
             200, {**result, "request_id": context.request_id}, context.request_id, _server_timing(context)
         )
+    finally:
+        if admitted:
+            runtime.release()
 
     _log_request(runtime, name, response.status_code, context, started)
     return response
@@ -189,17 +197,36 @@ def _too_large(size: int, limit: int) -> str:
 def _stream_response(
     runtime: Runtime, name: str, result: handlers.StreamResult, context: handlers.CallContext, started: float
 ) -> "Response":
-    from starlette.responses import StreamingResponse
-
-    async def events():
-        try:
-            async for event in result.events:
-                yield event
-        finally:
-            _log_request(runtime, name, 200, context, started, stream=True)
+    def close() -> None:
+        result.cancel()
+        runtime.release()
+        _log_request(runtime, name, 200, context, started, stream=True)
 
     headers = {"X-Request-Id": context.request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return _closing_stream_class()(result.events, media_type="text/event-stream", headers=headers, on_close=close)
+
+
+@functools.cache
+def _closing_stream_class() -> type:
+    """Return a StreamingResponse that calls ``on_close`` once it is sent, failed or cancelled.
+
+    A generator's ``finally`` is not enough: a client that disconnects before the first
+    event leaves the generator unstarted, and its cleanup never runs.
+    """
+    from starlette.responses import StreamingResponse
+
+    class ClosingStreamingResponse(StreamingResponse):
+        def __init__(self, content: Any, *, on_close: Callable[[], None], **options: Any) -> None:
+            super().__init__(content, **options)
+            self._on_close = on_close
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self._on_close()
+
+    return ClosingStreamingResponse
 
 
 def _json_response(

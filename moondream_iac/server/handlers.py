@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,11 +15,10 @@ from moondream_iac.server.api_error import ApiError, unavailable
 from moondream_iac.server.images import decode_image, image_bytes_from_url
 from moondream_iac.server.payloads import parse_caption, parse_query, parse_region
 from moondream_iac.server.runtime import Runtime
-from moondream_iac.server.worker import QueueFullError, StreamHandle, Timing, WorkerTimeoutError
+from moondream_iac.server.worker import StreamHandle, Timing, WorkerTimeoutError
 
 logger = logging.getLogger("moondream_iac.server")
 
-QUEUE_FULL_RETRY_AFTER_S = 1
 TIMEOUT_RETRY_AFTER_S = 5
 
 
@@ -42,6 +42,7 @@ class StreamResult:
     """A started stream: the text events to send, produced while the model runs."""
 
     events: AsyncIterator[bytes]
+    cancel: Callable[[], None]
 
 
 @dataclass
@@ -56,13 +57,16 @@ class PreparedImage:
 async def point(runtime: Runtime, body: dict[str, Any], context: CallContext) -> dict[str, Any]:
     request = parse_region(body)
     model = runtime.require_model()
-    image = await _prepare_image(runtime, request.image_url, context)
     settings = request.settings or None
 
-    def run() -> Any:
-        return model.point(_encoded(runtime, model, image), request.object, settings=settings)
+    async with _pipeline_slot(runtime, context):
+        image = await _prepare_image(runtime, request.image_url, context)
 
-    result = await _call(runtime, run, context)
+        def run() -> Any:
+            return model.point(_encoded(runtime, model, image), request.object, settings=settings)
+
+        result = await _call(runtime, run, context)
+
     points = [{"x": _unit(item["x"]), "y": _unit(item["y"])} for item in result["points"]]
     return {"points": points}
 
@@ -70,13 +74,16 @@ async def point(runtime: Runtime, body: dict[str, Any], context: CallContext) ->
 async def detect(runtime: Runtime, body: dict[str, Any], context: CallContext) -> dict[str, Any]:
     request = parse_region(body)
     model = runtime.require_model()
-    image = await _prepare_image(runtime, request.image_url, context)
     settings = request.settings or None
 
-    def run() -> Any:
-        return model.detect(_encoded(runtime, model, image), request.object, settings=settings)
+    async with _pipeline_slot(runtime, context):
+        image = await _prepare_image(runtime, request.image_url, context)
 
-    result = await _call(runtime, run, context)
+        def run() -> Any:
+            return model.detect(_encoded(runtime, model, image), request.object, settings=settings)
+
+        result = await _call(runtime, run, context)
+
     objects = [
         {name: _unit(item[name]) for name in ("x_min", "y_min", "x_max", "y_max")}
         for item in result["objects"]
@@ -87,45 +94,50 @@ async def detect(runtime: Runtime, body: dict[str, Any], context: CallContext) -
 async def caption(runtime: Runtime, body: dict[str, Any], context: CallContext) -> dict[str, Any] | StreamResult:
     request = parse_caption(body)
     model = runtime.require_model()
-    image = await _prepare_image(runtime, request.image_url, context)
     settings = request.settings or None
 
-    def run(stream: bool) -> Any:
-        encoded = _encoded(runtime, model, image)
-        return model.caption(encoded, length=request.length, stream=stream, settings=settings)
+    async with _pipeline_slot(runtime, context):
+        image = await _prepare_image(runtime, request.image_url, context)
 
-    if request.stream:
-        return await _start_stream(runtime, lambda: run(True)["caption"], context)
-    result = await _call(runtime, lambda: run(False), context)
+        def run(stream: bool) -> Any:
+            encoded = _encoded(runtime, model, image)
+            return model.caption(encoded, length=request.length, stream=stream, settings=settings)
+
+        if request.stream:
+            return await _start_stream(runtime, lambda: run(True)["caption"], context)
+        result = await _call(runtime, lambda: run(False), context)
+
     return {"caption": str(result["caption"])}
 
 
 async def query(runtime: Runtime, body: dict[str, Any], context: CallContext) -> dict[str, Any] | StreamResult:
     request = parse_query(body)
     model = runtime.require_model()
-    image = None
-    if request.image_url is not None:
-        image = await _prepare_image(runtime, request.image_url, context)
     settings = request.settings or None
 
-    def run(stream: bool) -> Any:
-        encoded = _encoded(runtime, model, image) if image is not None else None
-        return model.query(
-            encoded, request.question, reasoning=request.reasoning, stream=stream, settings=settings
-        )
+    async with _pipeline_slot(runtime, context):
+        image = None
+        if request.image_url is not None:
+            image = await _prepare_image(runtime, request.image_url, context)
 
-    if request.stream:
-        reasoning: dict[str, Any] = {}
+        def run(stream: bool) -> Any:
+            encoded = _encoded(runtime, model, image) if image is not None else None
+            return model.query(
+                encoded, request.question, reasoning=request.reasoning, stream=stream, settings=settings
+            )
 
-        def produce() -> Iterator[str]:
-            result = run(True)
-            if "reasoning" in result:
-                reasoning["reasoning"] = result["reasoning"]
-            return result["answer"]
+        if request.stream:
+            reasoning: dict[str, Any] = {}
 
-        return await _start_stream(runtime, produce, context, final_fields=reasoning)
+            def produce() -> Iterator[str]:
+                result = run(True)
+                if "reasoning" in result:
+                    reasoning["reasoning"] = result["reasoning"]
+                return result["answer"]
 
-    result = await _call(runtime, lambda: run(False), context)
+            return await _start_stream(runtime, produce, context, final_fields=reasoning)
+        result = await _call(runtime, lambda: run(False), context)
+
     answer: dict[str, Any] = {"answer": str(result["answer"])}
     if result.get("reasoning") is not None:
         answer["reasoning"] = result["reasoning"]
@@ -140,13 +152,30 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
 }
 
 
+@asynccontextmanager
+async def _pipeline_slot(runtime: Runtime, context: CallContext) -> AsyncIterator[None]:
+    """Hold one of the few slots for decoding an image and calling the model.
+
+    A stream gives its slot back once its first piece arrives, when the decoded image
+    is no longer needed.
+    """
+    try:
+        await asyncio.wait_for(runtime.pipeline_slots.acquire(), context.remaining_s())
+    except TimeoutError:
+        raise unavailable(
+            "the request timed out waiting for the model; retry shortly", TIMEOUT_RETRY_AFTER_S
+        ) from None
+    try:
+        yield
+    finally:
+        runtime.pipeline_slots.release()
+
+
 async def _prepare_image(runtime: Runtime, image_url: str, context: CallContext) -> PreparedImage:
     """Decode base64, look up the cache, and decode the image on a miss, off the event loop."""
-    check_capacity(runtime)
-    async with runtime.decode_slots:
-        started = time.perf_counter()
-        image = await asyncio.to_thread(_prepare_image_now, runtime, image_url)
-        context.image_ms = (time.perf_counter() - started) * 1000.0
+    started = time.perf_counter()
+    image = await asyncio.to_thread(_prepare_image_now, runtime, image_url)
+    context.image_ms = (time.perf_counter() - started) * 1000.0
     context.cache_hit = image.encoded is not None
     return image
 
@@ -160,28 +189,18 @@ def _prepare_image_now(runtime: Runtime, image_url: str) -> PreparedImage:
     return PreparedImage(key=image_bytes.sha256, decoded=decoded)
 
 
-def check_capacity(runtime: Runtime) -> None:
-    """Raise a 503 with Retry-After when the model queue is full."""
-    try:
-        runtime.worker.check_capacity()
-    except QueueFullError as error:
-        raise unavailable(f"the server is busy: {error}; retry shortly", QUEUE_FULL_RETRY_AFTER_S) from None
-
-
 def _encoded(runtime: Runtime, model: Any, image: PreparedImage) -> Any:
     """Return the encoded image, encoding and caching it first on a miss. Runs on the model thread."""
-    if image.encoded is not None:
-        return image.encoded
-    encoded = model.encode_image(image.decoded)
-    runtime.image_cache.put(image.key, encoded)
-    return encoded
+    if image.encoded is None:
+        image.encoded = model.encode_image(image.decoded)
+        image.decoded = None
+        runtime.image_cache.put(image.key, image.encoded)
+    return image.encoded
 
 
 async def _call(runtime: Runtime, function: Callable[[], Any], context: CallContext) -> Any:
     try:
         result, timing = await runtime.worker.call(function, timeout_s=context.remaining_s())
-    except QueueFullError as error:
-        raise unavailable(f"the server is busy: {error}; retry shortly", QUEUE_FULL_RETRY_AFTER_S) from None
     except WorkerTimeoutError as error:
         raise unavailable(f"the request timed out: {error}; retry shortly", TIMEOUT_RETRY_AFTER_S) from None
     context.timing = timing
@@ -196,16 +215,13 @@ async def _start_stream(
     final_fields: dict[str, Any] | None = None,
 ) -> StreamResult:
     """Start the stream and wait for its first event, so early errors still get a status."""
-    try:
-        handle = runtime.worker.stream(produce)
-    except QueueFullError as error:
-        raise unavailable(f"the server is busy: {error}; retry shortly", QUEUE_FULL_RETRY_AFTER_S) from None
+    handle = runtime.worker.stream(produce)
     context.timing = handle.timing
 
     first = await _next_event(handle, context)
     if first[0] == "error":
         raise first[1]
-    return StreamResult(events=_sse_events(handle, first, context, final_fields or {}))
+    return StreamResult(events=_sse_events(handle, first, context, final_fields or {}), cancel=handle.cancel)
 
 
 async def _next_event(handle: StreamHandle, context: CallContext) -> tuple[str, Any]:

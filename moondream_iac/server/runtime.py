@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +18,19 @@ logger = logging.getLogger("moondream_iac.server")
 
 LOADING_RETRY_AFTER_S = 5
 FAILED_RETRY_AFTER_S = 30
+QUEUE_FULL_RETRY_AFTER_S = 1
+# Requests past the admission check that may decode their image and go to the model at
+# once: one running, the others decoded and ready. This bounds the memory that decoded
+# images take (up to 48 MB each at 16 megapixels) while keeping the model thread fed.
+PIPELINE_DEPTH = 3
 
 
 class Runtime:
-    """The model (once loaded), the model worker, the image cache and the load status."""
+    """The model (once loaded), the model worker, the image cache, the queue and the load status.
+
+    ``in_flight`` counts admitted API requests, from the admission check to the last
+    byte of the response. It is read and written on the event loop only.
+    """
 
     def __init__(self, settings: ServerSettings, model: Any = None) -> None:
         self.settings = settings
@@ -30,9 +38,29 @@ class Runtime:
         self.load_error: str | None = None
         self.load_seconds: float | None = None
         self.started = time.monotonic()
-        self.worker = ModelWorker(settings.queue_size)
+        self.worker = ModelWorker()
         self.image_cache = ImageCache(settings.image_cache_size)
-        self.decode_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        self.pipeline_slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        self.in_flight = 0
+
+    @property
+    def waiting(self) -> int:
+        """Admitted requests not yet on the model (the running one is counted as one)."""
+        return max(0, self.in_flight - 1)
+
+    def admit(self) -> None:
+        """Count a new request in, or raise a 503 when ``queue_size`` requests already wait."""
+        if self.in_flight > self.settings.queue_size:
+            raise unavailable(
+                f"the server is busy: {self.settings.queue_size} requests are already waiting "
+                "for the model; retry shortly",
+                QUEUE_FULL_RETRY_AFTER_S,
+            )
+        self.in_flight += 1
+
+    def release(self) -> None:
+        """Count a finished request out."""
+        self.in_flight -= 1
 
     @property
     def ready(self) -> bool:
@@ -96,7 +124,7 @@ class Runtime:
             "spec_hash": settings.spec_hash,
             "tool_version": settings.tool_version,
             "auth_mode": settings.auth_mode,
-            "queue": {"waiting": self.worker.waiting, "size": settings.queue_size},
+            "queue": {"waiting": self.waiting, "in_flight": self.in_flight, "size": settings.queue_size},
             "load_seconds": self.load_seconds,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
         }

@@ -1,9 +1,8 @@
-"""Run model calls on one worker thread, off the event loop, behind a bounded queue.
+"""Run model calls on one worker thread, off the event loop.
 
 The model is not thread-safe and a GPU runs one call at a time well, so every call for
-a model goes through a single thread. The event loop keeps accepting requests. Beyond
-``queue_size`` waiting calls, ``call`` and ``stream`` raise QueueFullError at once, so the
-client gets a quick 503 rather than a slow timeout.
+a model goes through a single thread while the event loop keeps accepting requests. The
+callers bound how many calls wait (see ``Runtime``).
 """
 
 from __future__ import annotations
@@ -15,10 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-
-
-class QueueFullError(Exception):
-    """More calls are waiting for the model than the queue allows."""
 
 
 class WorkerTimeoutError(Exception):
@@ -63,30 +58,18 @@ class StreamHandle:
 
 
 class ModelWorker:
-    """A single model thread with at most ``queue_size`` calls waiting behind the running one."""
+    """A single model thread that runs submitted calls in order."""
 
-    def __init__(self, queue_size: int) -> None:
-        self._queue_size = queue_size
-        self._pending = 0
+    def __init__(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="moondream-model"
         )
 
-    @property
-    def waiting(self) -> int:
-        """Calls submitted and not started (an estimate: the running call counts as one)."""
-        return max(0, self._pending - 1)
-
-    def check_capacity(self) -> None:
-        """Raise QueueFullError when ``queue_size`` calls already wait. Call on the event loop."""
-        if self._pending > self._queue_size:
-            raise QueueFullError(f"{self._queue_size} requests are already waiting for the model")
-
     async def call(self, function: Callable[[], Any], *, timeout_s: float) -> tuple[Any, Timing]:
         """Run ``function`` on the model thread and return its result with its timing.
 
-        Raises QueueFullError, WorkerTimeoutError after ``timeout_s`` (a call still
-        waiting is dropped from the queue), or whatever ``function`` raised.
+        Raises WorkerTimeoutError after ``timeout_s`` (a call still waiting is dropped
+        from the queue), or whatever ``function`` raised.
         """
         timing = Timing(submitted=time.perf_counter())
         future = self._submit(function, timing)
@@ -101,7 +84,7 @@ class ModelWorker:
         """Start a streaming call: ``produce`` returns the model's text generator.
 
         The generator is read on the model thread, and each piece is put on the
-        handle's event queue. Raises QueueFullError.
+        handle's event queue.
         """
         loop = asyncio.get_running_loop()
         handle = StreamHandle(Timing(submitted=time.perf_counter()))
@@ -127,9 +110,6 @@ class ModelWorker:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _submit(self, function: Callable[[], Any], timing: Timing) -> concurrent.futures.Future[Any]:
-        self.check_capacity()
-        loop = asyncio.get_running_loop()
-
         def timed() -> Any:
             timing.started = time.perf_counter()
             try:
@@ -137,17 +117,4 @@ class ModelWorker:
             finally:
                 timing.finished = time.perf_counter()
 
-        self._pending += 1
-        future = self._executor.submit(timed)
-        future.add_done_callback(lambda _: self._release_from_thread(loop))
-        return future
-
-    def _release_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            loop.call_soon_threadsafe(self._release)
-        except RuntimeError:
-            # The event loop is closed: the server is shutting down.
-            pass
-
-    def _release(self) -> None:
-        self._pending -= 1
+        return self._executor.submit(timed)
