@@ -1,7 +1,7 @@
 """Broken deploy files, each with the exact lines `validate` prints for it.
 
 Each case writes deploy.yaml into a fresh folder and loads it the way the CLI does.
-The expected lines are ``FILE:LINE:COLUMN: field.path: message``; a few cases run the
+The expected lines are ``FILE:LINE:COLUMN: field.path: message``. A few cases run the
 real CLI in a subprocess to check the exit code and that no traceback reaches stderr.
 """
 

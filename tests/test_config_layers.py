@@ -1,4 +1,4 @@
-"""Layer precedence: schema default < file < environments.<name> < --set, and where each value came from."""
+"""Layer precedence: default < file < environments.<name> < --set, and each value's origin."""
 
 from __future__ import annotations
 

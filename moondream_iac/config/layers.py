@@ -97,7 +97,8 @@ def environment_layer(document: YamlDocument, name: str) -> Layer:
     known = environment_names(document)
     if name not in known:
         where = document.locations.get((ENVIRONMENTS_KEY,))
-        hint = f"defined: {', '.join(known)}" if known else "the file defines none under environments:"
+        hint = (f"defined: {', '.join(known)}" if known
+                else "the file defines none under environments:")
         raise ConfigError([Problem(
             f"environment {short_repr(name)} not found; {hint}", path=ENVIRONMENTS_KEY,
             file=document.file, line=where.line if where else None,
@@ -277,7 +278,7 @@ def _typed_scalar(text: str) -> Any:
 
     ``min_containers: ${MIN}`` with MIN=1 gives the number 1, as if 1 had been written.
     Only YAML 1.2 core forms count (decimal integers, true, false), so a variable that
-    holds 0755 or yes stays text and the schema reports it.
+    contains 0755 or yes stays text and the schema reports it.
     """
     if _INTEGER.match(text):
         return int(text)

@@ -99,8 +99,8 @@ def _load_document(document: YamlDocument, path: Path, environment: str | None,
 def _hide_variable_values(problems: list[Problem], variables: Mapping[str, str]) -> list[Problem]:
     """Write ``${NAME}`` in messages where they would show a variable's value.
 
-    A config value is not meant to be a secret, but a CI job may hold a token in a
-    variable that a deploy file names by mistake; the log then shows the reference only.
+    A config value is not meant to be a secret. Still, a deploy file may name a CI
+    job's token variable by mistake, and then the log shows only the reference.
     """
     # NOTE: values shorter than MIN_HIDDEN_VALUE stay visible, since replacing "1" or
     # "dev" everywhere would garble messages; such short values are not credentials.

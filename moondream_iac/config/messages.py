@@ -65,9 +65,9 @@ def error_message(error: Mapping[str, Any], path: FieldPath, location: Location 
     ):
         return "is empty (null); write a value, or remove the key to use the default"
     if kind == "string_type" and location is not None and location.plain:
-        what = _yaml_type_name(value)
-        if what:
-            return (f"YAML read the unquoted value {location.text} as {what}, but this field "
+        type_name = _yaml_type_name(value)
+        if type_name:
+            return (f"YAML read the unquoted value {location.text} as {type_name}, but this field "
                     f"is text; write it in quotes: \"{location.text}\"")
     if kind == "value_error":
         return str(context.get("error", error["msg"]))

@@ -262,8 +262,8 @@ class _NodeReader:
         """Return a mapping key as text, or None after recording why it is not text."""
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
             return node.value
-        shown = shown_key(node.value) if isinstance(node, yaml.ScalarNode) else "a collection"
-        self._problem(node, path, f"keys must be text (got {shown}); quote the key")
+        text = shown_key(node.value) if isinstance(node, yaml.ScalarNode) else "a collection"
+        self._problem(node, path, f"keys must be text (got {text}); quote the key")
         return None
 
     def _read_scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:

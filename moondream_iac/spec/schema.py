@@ -64,9 +64,9 @@ ModalName = Annotated[str, Field(pattern=MODAL_NAME, max_length=64)]
 
 
 class RuleError(ValueError):
-    """A cross-field rule broken; ``field`` names the field the message points at.
+    """A broken cross-field rule; ``field`` names the field the message points at.
 
-    ``related`` lists other fields of the rule, in order; when ``field`` was left at its
+    ``related`` lists the rule's other fields in order. When ``field`` was left at its
     default, the message is located at the first of them that the file writes.
     """
 
