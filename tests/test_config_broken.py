@@ -124,6 +124,15 @@ BROKEN = [
     ("literal_choice", "target: kubernetes\n",
      ["deploy.yaml:1:1: target: invalid value (got 'kubernetes'); use one of: 'modal' or "
       "'local'"]),
+    ("python_version_float", "app:\n  python_version: 3.10\n",
+     ['deploy.yaml:2:3: app.python_version: YAML read the unquoted value 3.10 as a number, '
+      'but this field is text; write it in quotes: "3.10"']),
+    ("dtype_number", "model:\n  dtype: 16\n",
+     ["deploy.yaml:2:3: model.dtype: invalid value (got 16); use one of: 'auto', "
+      "'bfloat16', 'float16' or 'float32'"]),
+    ("cloud_boolean_word", "placement:\n  cloud: no\n",
+     ['deploy.yaml:2:3: placement.cloud: YAML 1.1 reads the unquoted word no as false; '
+      'write true or false, or "no" in quotes if it is text']),
     ("version_2", "version: 2\n",
      ["deploy.yaml:1:1: version: invalid value (got 2); use one of: 1"]),
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,11 +65,13 @@ def error_message(error: Mapping[str, Any], path: FieldPath, location: Location 
         value is None
     ):
         return "is empty (null); write a value, or remove the key to use the default"
-    if kind == "string_type" and location is not None and location.plain:
+    quoting_fixes = kind == "string_type" or (
+        kind == "literal_error" and location is not None and location.text in _choices(path))
+    if quoting_fixes and location is not None and location.plain:
         type_name = _yaml_type_name(value)
         if type_name:
-            return (f"YAML read the unquoted value {location.text} as {type_name}, but this field "
-                    f"is text; write it in quotes: \"{location.text}\"")
+            return (f"YAML read the unquoted value {location.text} as {type_name}, but this "
+                    f"field is text; write it in quotes: \"{location.text}\"")
     if kind == "value_error":
         return str(context.get("error", error["msg"]))
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
@@ -154,6 +157,19 @@ def field_bounds(path: FieldPath) -> tuple[Any, Any]:
         low = getattr(constraint, "ge", low)
         high = getattr(constraint, "le", high)
     return low, high
+
+
+def _choices(path: FieldPath) -> tuple[Any, ...]:
+    """Return the values a Literal field allows, or () for any other field."""
+    info = _field_at(path)
+    return _literal_values(info.annotation) if info is not None else ()
+
+
+def _literal_values(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return tuple(value for member in typing.get_args(annotation)
+                 for value in _literal_values(member))
 
 
 def _model_at(path: FieldPath) -> type[BaseModel] | None:
