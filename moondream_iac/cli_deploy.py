@@ -88,7 +88,7 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
         build_dir: BuildDirOption = Path("build"),
     ) -> None:
         """Deploy the file: sync weights, deploy or update in place, smoke test, record."""
-        from moondream_iac.plan.apply import ApplyOptions, api_key_for, run_apply
+        from moondream_iac.plan.apply import ApplyOptions, run_apply
 
         loaded, deploy_target = _load(file, env, set_, target, build_dir=build_dir)
         secrets = _secret_values(loaded.spec)
@@ -105,7 +105,7 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
         )
         result = run_apply(deploy_target, loaded.spec, file=str(file),
                            environment=loaded.environment, options=options)
-        _report_apply(result, as_json, secrets + (api_key_for(loaded.spec) or "",))
+        _report_apply(result, as_json, secrets)
 
     @app.command()
     @reports_errors
@@ -199,10 +199,9 @@ def _costs(loaded: Any, file: Path, set_: list[str] | None, target: str | None,
 
 
 def _secret_values(spec: Any) -> tuple[str, ...]:
-    from moondream_iac.plan.apply import api_key_for
+    from moondream_iac.plan.apply import credential_values
 
-    key = api_key_for(spec)
-    return (key,) if key else ()
+    return credential_values(spec)
 
 
 def _print_plan(plan: Any, as_json: bool, secrets: tuple[str, ...] = ()) -> None:
@@ -294,6 +293,12 @@ def _status_lines(document: dict[str, Any]) -> list[str]:
     lines.append(f"Revision:     {document['revision']} (recorded)")
     lines.append(f"File:         spec hash {document['file_spec_hash']}; pending action "
                  f"{document['pending_action']}")
+    smoke = document["smoke"]
+    if smoke:
+        failed = [route for route, outcome in smoke["routes"].items() if not outcome["ok"]]
+        verdict = "passed" if smoke["ok"] else f"failed on {', '.join(failed)}"
+        lines.append(f"Smoke test:   {verdict} at the last apply; cold start "
+                     f"{document['cold_start_seconds']} s")
     drift = document["drift"]
     if drift["detected"]:
         items = "; ".join(f"{item['field']}: recorded {item['recorded']}, live {item['live']}"

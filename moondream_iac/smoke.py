@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moondream_iac.spec.schema import DeploySpec
 
 ROUTES = ("point", "detect", "query", "caption")
 AUTH_HEADER = "X-Moondream-Auth"
+PROXY_TOKEN_ID_ENV = "MODAL_PROXY_TOKEN_ID"
+PROXY_TOKEN_SECRET_ENV = "MODAL_PROXY_TOKEN_SECRET"
+# The ``status`` get_health reports when the endpoint rejects the credentials.
+UNAUTHORIZED = "unauthorized"
 # Body field each route must return, and its JSON type.
 EXPECTED_FIELDS: dict[str, tuple[str, type]] = {
     "point": ("points", list),
@@ -53,19 +61,58 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
     return {AUTH_HEADER: api_key} if api_key else {}
 
 
-def run_smoke_test(base_url: str, *, api_key: str | None, timeout_s: float = 60.0) -> dict[str, Any]:
+def request_headers(spec: DeploySpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the headers a client of ``spec``'s endpoint sends to pass its auth mode.
+
+    api_key: the key from the variable ``auth.key_env``. proxy: Modal's proxy auth token
+    from ``MODAL_PROXY_TOKEN_ID`` and ``MODAL_PROXY_TOKEN_SECRET`` (names this tool
+    chose; Modal reads the token from the ``Modal-Key`` and ``Modal-Secret`` headers).
+    Variables that are unset are left out.
+    """
+    environ = os.environ if environ is None else environ
+    if spec.auth.mode == "api_key":
+        return auth_headers(environ.get(spec.auth.key_env) or None)
+    if spec.auth.mode == "proxy":
+        headers = {"Modal-Key": environ.get(PROXY_TOKEN_ID_ENV, ""),
+                   "Modal-Secret": environ.get(PROXY_TOKEN_SECRET_ENV, "")}
+        return {name: value for name, value in headers.items() if value}
+    return {}
+
+
+def missing_credentials(spec: DeploySpec, environ: Mapping[str, str] | None = None) -> str | None:
+    """Return an error message when the variables that ``request_headers`` reads are unset."""
+    environ = os.environ if environ is None else environ
+    if spec.auth.mode == "api_key":
+        names = [spec.auth.key_env]
+    elif spec.auth.mode == "proxy":
+        names = [PROXY_TOKEN_ID_ENV, PROXY_TOKEN_SECRET_ENV]
+    else:
+        return None
+    unset = [name for name in names if not environ.get(name)]
+    if not unset:
+        return None
+    return (f"auth.mode is {spec.auth.mode} but {' and '.join(unset)} "
+            f"{'is' if len(unset) == 1 else 'are'} not set, so this tool cannot call the "
+            f"endpoint to check it; export {' and '.join(unset)}")
+
+
+def run_smoke_test(base_url: str, *, api_key: str | None = None,
+                   headers: Mapping[str, str] | None = None,
+                   timeout_s: float = 60.0) -> dict[str, Any]:
     """POST one request to each route under ``base_url`` (ending in /v1); return the results.
 
     The result has ``ok`` (every route passed), ``routes`` (per route: ``ok``,
-    ``status``, ``latency_ms``, ``error``) and ``total_ms``. Errors never contain the
-    API key: they come from the status code and the body shape only.
+    ``status``, ``latency_ms``, ``error``) and ``total_ms``. ``headers`` (from
+    ``request_headers``) are sent with each request. Errors never contain a credential,
+    because they come from the status code and the body shape only.
     """
     import httpx
 
     bodies = request_bodies(smoke_image_url())
     routes: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    with httpx.Client(timeout=timeout_s, headers=auth_headers(api_key)) as client:
+    sent = {**auth_headers(api_key), **(headers or {})}
+    with httpx.Client(timeout=timeout_s, headers=sent) as client:
         for route in ROUTES:
             routes[route] = _call_route(client, f"{base_url.rstrip('/')}/{route}", route,
                                         bodies[route])
@@ -114,19 +161,23 @@ def _result(ok: bool, status: int | None = None, started: float = 0.0,
 
 
 def get_health(base_url: str, *, api_key: str | None = None,
+               headers: Mapping[str, str] | None = None,
                timeout_s: float = 5.0) -> dict[str, Any] | None:
     """Return the JSON of ``GET <base_url>/health``, or None when the request fails.
 
     A 503 with a JSON body (the model is still loading) is returned like a 200, so a
-    caller can read ``ready`` and ``error``.
+    caller can read ``ready`` and ``error``. A 401 or 403 returns a document with
+    ``status`` ``unauthorized``: the endpoint runs, but these credentials cannot read it.
     """
     import httpx
 
+    sent = {**auth_headers(api_key), **(headers or {})}
     try:
-        response = httpx.get(f"{base_url.rstrip('/')}/health", headers=auth_headers(api_key),
-                             timeout=timeout_s)
+        response = httpx.get(f"{base_url.rstrip('/')}/health", headers=sent, timeout=timeout_s)
     except httpx.HTTPError:
         return None
+    if response.status_code in (401, 403):
+        return {"status": UNAUTHORIZED, "live": True, "ready": False, "error": None}
     if response.status_code not in (200, 503):
         return None
     try:

@@ -190,6 +190,7 @@ def test_status_and_destroy(deployment):
     assert f"URL:          http://127.0.0.1:{deployment.port}/v1" in status.stderr
     assert "Live:         ready" in status.stderr
     assert "Drift:        none" in status.stderr
+    assert "Smoke test:   passed at the last apply" in status.stderr
     assert destroyed.returncode == 0, destroyed.stderr
     assert deployment.health() is None
     assert deployment.record()["state"] == "destroyed"
@@ -205,3 +206,34 @@ def test_destroy_without_tty_needs_auto_approve(deployment):
     assert result.returncode == 1
     assert "destroy needs confirmation" in result.stderr
     assert deployment.health() is not None
+
+
+def test_request_headers_per_auth_mode():
+    from moondream_iac.smoke import missing_credentials, request_headers
+    from moondream_iac.spec.schema import DeploySpec
+
+    environ = {"MD_TEST_KEY": API_KEY, "MODAL_PROXY_TOKEN_ID": "wk-1",
+               "MODAL_PROXY_TOKEN_SECRET": "ws-2"}
+    keyed = DeploySpec.model_validate({"auth": {"mode": "api_key", "key_env": "MD_TEST_KEY"}})
+    proxied = DeploySpec.model_validate({"auth": {"mode": "proxy"}})
+    open_spec = DeploySpec.model_validate({"auth": {"mode": "none"}})
+
+    assert request_headers(keyed, environ) == {"X-Moondream-Auth": API_KEY}
+    assert request_headers(proxied, environ) == {"Modal-Key": "wk-1", "Modal-Secret": "ws-2"}
+    assert request_headers(open_spec, environ) == {}
+    assert missing_credentials(keyed, environ) is None
+    assert "MODAL_PROXY_TOKEN_SECRET is not set" in missing_credentials(
+        proxied, {"MODAL_PROXY_TOKEN_ID": "wk-1"})
+    assert missing_credentials(open_spec, {}) is None
+
+
+def test_health_with_wrong_key_is_unauthorized(deployment):
+    from moondream_iac.smoke import get_health
+
+    deployment.cli("apply", "--auto-approve")
+
+    health = get_health(f"http://127.0.0.1:{deployment.port}/v1", api_key="wrong")
+
+    assert health is not None
+    assert health["status"] == "unauthorized"
+    assert health["ready"] is False

@@ -217,6 +217,10 @@ def serve(arguments: argparse.Namespace) -> None:
             if self.path != "/v1/health":
                 self._send(404, {"error": "not found"})
                 return
+            if not self._authorised():
+                # Like an endpoint behind Modal's proxy auth, health needs credentials too.
+                self._send(401, {"error": "missing or invalid API key"})
+                return
             ready = time.monotonic() - started >= arguments.startup_s
             self._send(200 if ready else 503, {
                 "status": "ready" if ready else "loading", "live": True, "ready": ready,

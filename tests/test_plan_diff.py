@@ -226,3 +226,13 @@ def test_drift_escalates_autoscaler_change():
     plan = plan_for(spec_of(autoscaling={"min_containers": 2}), spec, live)
 
     assert plan.action == "redeploy"
+
+
+def test_local_target_has_no_render_step():
+    desired = DeploySpec.model_validate({"target": "local", "gpu": "H100"})
+    applied = DeploySpec.model_validate({"target": "local"})
+
+    plan = plan_for(desired, applied)
+
+    assert plan.action == "redeploy"
+    assert plan.steps == ["deploy", "wait_ready", "smoke_test", "write_record"]

@@ -13,7 +13,6 @@ The steps run in this order under the deployment lock:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from moondream_iac.plan.errors import MissingApiKeyError, NotReadyError, SmokeTestError
 from moondream_iac.plan.model import Plan, build_plan
+from moondream_iac.smoke import UNAUTHORIZED
 from moondream_iac.spec.schema import DeploySpec, spec_hash
 from moondream_iac.state.record import build_record, summarise
 from moondream_iac.targets.base import Target
@@ -67,12 +67,11 @@ class ApplyResult:
         }
 
 
-def api_key_for(spec: DeploySpec, environ: Mapping[str, str] | None = None) -> str | None:
-    """Return the API key from the variable auth.key_env names, when auth.mode is api_key."""
-    environ = os.environ if environ is None else environ
-    if spec.auth.mode != "api_key":
-        return None
-    return environ.get(spec.auth.key_env) or None
+def credential_values(spec: DeploySpec) -> tuple[str, ...]:
+    """Return the secret values this process sends to the endpoint, for redaction."""
+    from moondream_iac.smoke import request_headers
+
+    return tuple(value for value in request_headers(spec).values() if value)
 
 
 def read_plan(target: Target, spec: DeploySpec, *, file: str, environment: str | None,
@@ -87,13 +86,12 @@ def read_plan(target: Target, spec: DeploySpec, *, file: str, environment: str |
 def run_apply(target: Target, spec: DeploySpec, *, file: str, environment: str | None,
               options: ApplyOptions) -> ApplyResult:
     """Apply ``spec`` to ``target``; raise an IacError when a step fails."""
-    api_key = api_key_for(spec)
-    if options.smoke and spec.auth.mode == "api_key" and not api_key and not options.dry_run:
-        raise MissingApiKeyError(
-            f"auth.mode is api_key but the environment variable {spec.auth.key_env} is not "
-            f"set, so the smoke test cannot call the endpoint; export {spec.auth.key_env} "
-            "with the endpoint's key, or pass --skip-smoke"
-        )
+    from moondream_iac.smoke import missing_credentials, request_headers
+
+    problem = missing_credentials(spec)
+    if problem and not options.dry_run:
+        raise MissingApiKeyError(problem)
+    headers = request_headers(spec)
 
     target.preflight()
     with target.lock("apply"):
@@ -106,7 +104,7 @@ def run_apply(target: Target, spec: DeploySpec, *, file: str, environment: str |
             return ApplyResult("dry_run", plan, rendered=_render(spec, options.build_dir))
         if not options.confirm(plan):
             return ApplyResult("cancelled", plan)
-        return _execute(target, spec, plan, environment, api_key, options)
+        return _execute(target, spec, plan, environment, headers, options)
 
 
 def _render(spec: DeploySpec, build_dir: Path) -> Path:
@@ -116,7 +114,7 @@ def _render(spec: DeploySpec, build_dir: Path) -> Path:
 
 
 def _execute(target: Target, spec: DeploySpec, plan: Plan, environment: str | None,
-             api_key: str | None, options: ApplyOptions) -> ApplyResult:
+             headers: Mapping[str, str], options: ApplyOptions) -> ApplyResult:
     previous = plan.record
     fields: dict[str, Any] = {
         "url": (previous or {}).get("url") or "",
@@ -131,7 +129,7 @@ def _execute(target: Target, spec: DeploySpec, plan: Plan, environment: str | No
         fields["weights_lock"] = target.sync_weights() or fields["weights_lock"]
 
     if plan.needs_deploy:
-        _deploy_and_check(target, spec, plan, environment, api_key, options, fields)
+        _deploy_and_check(target, spec, plan, environment, headers, options, fields)
     elif plan.action == "update_autoscaler":
         options.log("updating the autoscaler in place")
         target.update_autoscaler()
@@ -143,7 +141,8 @@ def _execute(target: Target, spec: DeploySpec, plan: Plan, environment: str | No
 
 
 def _deploy_and_check(target: Target, spec: DeploySpec, plan: Plan, environment: str | None,
-                      api_key: str | None, options: ApplyOptions, fields: dict[str, Any]) -> None:
+                      headers: Mapping[str, str], options: ApplyOptions,
+                      fields: dict[str, Any]) -> None:
     """Deploy, wait for readiness and smoke test, filling ``fields`` of the new record.
 
     On a readiness or smoke failure the failed deployment is recorded first, then rolled
@@ -166,7 +165,7 @@ def _deploy_and_check(target: Target, spec: DeploySpec, plan: Plan, environment:
         fields["cold_start_seconds"] = _cold_start(health, ready_wait)
         details["timings"] = {"deploy_seconds": deploy_seconds, "ready_wait_seconds": ready_wait,
                               "model_load_seconds": health.get("load_seconds")}
-        fields["smoke"] = _smoke(outcome.url, api_key, options)
+        fields["smoke"] = _smoke(outcome.url, headers, options)
     except (NotReadyError, SmokeTestError) as error:
         fields["smoke"] = getattr(error, "result", None)
         details["failure"] = str(error)
@@ -195,6 +194,11 @@ def _wait_ready(target: Target, spec: DeploySpec,
 
     while time.monotonic() - started < timeout_s:
         last = target.live_health()
+        if last is not None and last.get("status") == UNAUTHORIZED:
+            raise NotReadyError(
+                f"the endpoint rejected this tool's credentials for auth.mode "
+                f"{spec.auth.mode}; check that they match the deployed secret"
+            )
         if last is not None and last.get("error") and not last.get("ready"):
             raise NotReadyError(f"the deployment failed to start: {last['error']}")
         if last is not None and last.get("ready") and last.get("spec_hash") in (expected, "", None):
@@ -223,13 +227,14 @@ def _cold_start(health: Mapping[str, Any], ready_wait: float) -> float:
     return ready_wait
 
 
-def _smoke(url: str, api_key: str | None, options: ApplyOptions) -> dict[str, Any] | None:
+def _smoke(url: str, headers: Mapping[str, str],
+           options: ApplyOptions) -> dict[str, Any] | None:
     from moondream_iac.smoke import run_smoke_test
 
     if not options.smoke:
         return None
     options.log(f"smoke testing {url}")
-    result = run_smoke_test(url, api_key=api_key, timeout_s=SMOKE_TIMEOUT_S)
+    result = run_smoke_test(url, headers=headers, timeout_s=SMOKE_TIMEOUT_S)
     if not result["ok"]:
         failed = [f"{route}: {outcome['error']}" for route, outcome in result["routes"].items()
                   if not outcome["ok"]]

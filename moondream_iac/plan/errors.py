@@ -18,4 +18,4 @@ class SmokeTestError(IacError):
 
 
 class MissingApiKeyError(IacError):
-    """auth.mode is api_key but the key's variable is not set for the smoke test."""
+    """The variables holding the endpoint's credentials (API key or proxy token) are unset."""

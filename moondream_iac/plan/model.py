@@ -57,7 +57,11 @@ class Plan:
 
     @property
     def steps(self) -> list[str]:
-        return list(STEPS[self.action])
+        steps = list(STEPS[self.action])
+        if self.spec.target != "modal":
+            # Only the Modal target deploys a rendered app file; others run the runtime.
+            steps = [step for step in steps if step != "render"]
+        return steps
 
     @property
     def needs_weights(self) -> bool:

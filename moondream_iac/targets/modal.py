@@ -6,14 +6,13 @@ ModalTarget for a plan costs nothing until a method talks to Modal.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moondream_iac.errors import TargetError
-from moondream_iac.smoke import get_health
+from moondream_iac.smoke import get_health, request_headers
 from moondream_iac.state.lock import record_lock
 from moondream_iac.state.record import check_record, record_from_summary
 from moondream_iac.targets.base import DeployOutcome
@@ -59,7 +58,7 @@ class ModalTarget:
         url = (record or {}).get("url")
         if not url:
             return None
-        return get_health(url, api_key=self._api_key(), timeout_s=HEALTH_TIMEOUT_S)
+        return get_health(url, headers=request_headers(self.spec), timeout_s=HEALTH_TIMEOUT_S)
 
     def lock(self, holder: str) -> AbstractContextManager[Any]:
         import modal
@@ -96,11 +95,6 @@ class ModalTarget:
         from moondream_iac.render.renderer import render_to_dir
 
         return render_to_dir(self.spec, self.build_dir)
-
-    def _api_key(self) -> str | None:
-        if self.spec.auth.mode != "api_key":
-            return None
-        return os.environ.get(self.spec.auth.key_env) or None
 
     def _deployment(self) -> str:
         environment = self.spec.app.environment or "default environment"
