@@ -320,6 +320,9 @@ BROKEN = [
     ("too_deep", "zebra: " + "[" * 40 + "]" * 40 + "\n",
      [f"deploy.yaml:1:1: zebra: unknown key 'zebra'; known keys here: {TOP_KEYS}",
       "deploy.yaml:1:40: zebra" + "[0]" * 32 + ": nesting deeper than 32 levels"]),
+    ("control_character", "gpu: T4\napp:\n  name: a\x1fb\n",
+     ["deploy.yaml:3:10: the character U+001F is not allowed in YAML; remove it, or write it "
+      "as an escape such as \\u0007 inside double quotes"]),
     ("alias_bomb",
      "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
      "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"

@@ -90,8 +90,11 @@ def parse_yaml_text(text: str, name: str) -> YamlDocument:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
         raise ConfigError([_syntax_problem(error, name)]) from None
+    except yaml.reader.ReaderError as error:
+        raise ConfigError([_character_problem(error, text, name)]) from None
     except yaml.YAMLError as error:
-        raise ConfigError([Problem(f"invalid YAML: {error}", file=name, kind="parse")]) from None
+        message = " ".join(str(error).split())
+        raise ConfigError([Problem(f"invalid YAML: {message}", file=name, kind="parse")]) from None
     except RecursionError:
         raise ConfigError([Problem(
             f"the YAML is nested too deeply to read; a deploy file needs at most "
@@ -185,6 +188,17 @@ def _decode(raw: bytes, name: str) -> str:
         raise ConfigError([Problem("the file contains NUL bytes; is it a binary file?",
                                    file=name, kind="parse")])
     return text
+
+
+def _character_problem(error: yaml.reader.ReaderError, text: str, name: str) -> Problem:
+    """Locate a character that YAML does not allow in a file (a control character)."""
+    before = text[: error.position]
+    line = before.count("\n") + 1
+    column = error.position - (before.rfind("\n") + 1) + 1
+    code = error.character if isinstance(error.character, int) else ord(error.character)
+    return Problem(f"the character U+{code:04X} is not allowed in YAML; remove it, or write "
+                   "it as an escape such as \\u0007 inside double quotes",
+                   file=name, line=line, column=column, kind="parse")
 
 
 def _syntax_problem(error: yaml.MarkedYAMLError, name: str) -> Problem:
