@@ -41,8 +41,7 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 FileOption = Annotated[
     Path,
-    typer.Option("--file", "-f", help="The deploy file. Default: deploy.yaml in the current folder.",
-                 dir_okay=False),
+    typer.Option("--file", "-f", help="The deploy file. Default: deploy.yaml in the current folder."),
 ]
 EnvOption = Annotated[
     str | None,
@@ -222,9 +221,27 @@ _register_deploy_commands()
 
 
 def main() -> None:
-    """Run the CLI (the console script and ``python -m moondream_iac``)."""
-    app(prog_name="moondream_iac")
+    """Run the CLI (the console script and ``python -m moondream_iac``).
+
+    Usage errors exit with 1, not click's 2, because 2 means "changes found" for
+    plan --detailed-exitcode and a pipeline must not read a typo as a pending change.
+    """
+    try:
+        # typer 0.2x vendors click under typer._click; older releases use click itself.
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException
+
+    try:
+        code = app(prog_name="moondream_iac", standalone_mode=False)
+    except ClickException as error:
+        error.show()
+        code = 1
+    except typer.Abort:
+        stderr.print("aborted")
+        code = 1
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
