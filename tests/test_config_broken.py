@@ -28,6 +28,7 @@ NAME_HINT = ("use letters, digits, '.', '_' and '-', starting with a letter or d
 LABEL_HINT = ("use lowercase letters, digits and '-', starting and ending with a letter or "
               "digit, at most 63 characters")
 RESERVED_MOUNT = "mount_path must not be /, /root or /tmp, which Modal reserves"
+ELSEWHERE = "mount the volume elsewhere, e.g. /weights"
 REMOVED = "was removed from Modal (it raises DeprecationError in modal 1.x); use"
 LONG_NAME = "a" * 5000
 
@@ -48,7 +49,8 @@ BROKEN = [
      ["deploy.yaml:1:1: gpu.count: must be at least 1 (got 0); allowed: 1..8"]),
     ("min_above_max", "autoscaling:\n  min_containers: 5\n  max_containers: 2\n",
      ["deploy.yaml:2:3: autoscaling.min_containers: min_containers must not exceed "
-      "max_containers (got min_containers=5, max_containers=2)"]),
+      "max_containers (got min_containers=5, max_containers=2); lower min_containers or "
+      "raise max_containers"]),
     ("max_containers_0", "autoscaling:\n  max_containers: 0\n",
      ["deploy.yaml:2:3: autoscaling.max_containers: must be at least 1 (got 0); "
       "allowed: 1..1000"]),
@@ -57,7 +59,7 @@ BROKEN = [
       "allowed: 0..100"]),
     ("target_above_max_inputs", "concurrency:\n  max_inputs: 2\n  target_inputs: 3\n",
      ["deploy.yaml:3:3: concurrency.target_inputs: target_inputs must not exceed max_inputs "
-      "(got target_inputs=3, max_inputs=2)"]),
+      "(got target_inputs=3, max_inputs=2); lower target_inputs or raise max_inputs"]),
     ("max_inputs_0", "concurrency:\n  max_inputs: 0\n",
      ["deploy.yaml:2:3: concurrency.max_inputs: must be at least 1 (got 0); allowed: 1..1000"]),
     ("request_timeout_0", "timeouts:\n  request: 0\n",
@@ -216,7 +218,7 @@ BROKEN = [
       "(did you mean H100?)"]),
     ("gpu_bang_not_h100", 'gpu: "A10G!"\n',
      ["deploy.yaml:1:1: gpu.type: '!' only applies to H100, where it forbids Modal's "
-      "upgrade to H200 (got 'A10G!')"]),
+      "upgrade to H200 (got 'A10G!'); remove the '!'"]),
     ("gpu_bad_compact_count", 'gpu: "H100:abc"\n',
      ["deploy.yaml:1:1: gpu: invalid GPU count in 'H100:abc'; write TYPE or TYPE:COUNT, "
       "e.g. H100:2"]),
@@ -224,31 +226,31 @@ BROKEN = [
      [f"deploy.yaml:2:3: gpu.fallbacks: unknown GPU type (got 'X1'); use one of: {GPUS}"]),
     ("gpu_repeated_fallback", "gpu:\n  type: a10g\n  fallbacks: [A10G]\n",
      ["deploy.yaml:3:3: gpu.fallbacks: GPU types must not repeat in type and fallbacks "
-      "(got A10G twice)"]),
+      "(got A10G twice); list each type once"]),
     ("bfloat16_on_t4", "gpu: T4\n",
      ["deploy.yaml:1:1: model.dtype: bfloat16 is not supported on T4 (gpu.type=T4); set "
       "model.dtype: float16"]),
 
     # Mount paths.
     ("mount_root", "volume:\n  mount_path: /\n",
-     [f"deploy.yaml:2:3: volume.mount_path: {RESERVED_MOUNT} (got '/')"]),
+     [f"deploy.yaml:2:3: volume.mount_path: {RESERVED_MOUNT} (got '/'); {ELSEWHERE}"]),
     ("mount_slash_root", "volume:\n  mount_path: /root\n",
-     [f"deploy.yaml:2:3: volume.mount_path: {RESERVED_MOUNT} (got '/root')"]),
+     [f"deploy.yaml:2:3: volume.mount_path: {RESERVED_MOUNT} (got '/root'); {ELSEWHERE}"]),
     ("mount_tmp_trailing_slash", "volume:\n  mount_path: /tmp/\n",
-     [f"deploy.yaml:2:3: volume.mount_path: {RESERVED_MOUNT} (got '/tmp/')"]),
+     [f"deploy.yaml:2:3: volume.mount_path: {RESERVED_MOUNT} (got '/tmp/'); {ELSEWHERE}"]),
     ("mount_relative", "volume:\n  mount_path: weights\n",
      ["deploy.yaml:2:3: volume.mount_path: mount_path must be an absolute path (got "
-      "'weights'); e.g. /weights"]),
+      "'weights'); write it from /, e.g. /weights"]),
     ("mount_dot_dot", "volume:\n  mount_path: /weights/../root\n",
      ["deploy.yaml:2:3: volume.mount_path: mount_path must not contain '.' or '..' (got "
-      "'/weights/../root')"]),
+      "'/weights/../root'); write the path without them"]),
 
     # Web labels.
     ("label_upper", "app:\n  label: Moondream\n",
      [f"deploy.yaml:2:3: app.label: invalid value (got 'Moondream'); {LABEL_HINT}"]),
     ("label_double_dash", "app:\n  label: moon--dream\n",
      ["deploy.yaml:2:3: app.label: label must not contain '--', which separates workspace "
-      "and label in the URL (got 'moon--dream')"]),
+      "and label in the URL (got 'moon--dream'); use a single '-'"]),
     ("label_leading_dash", "app:\n  label: -moon\n",
      [f"deploy.yaml:2:3: app.label: invalid value (got '-moon'); {LABEL_HINT}"]),
     ("label_64_chars", f"app:\n  label: {'a' * 64}\n",
@@ -319,7 +321,8 @@ BROKEN = [
       "write key: value lines"]),
     ("too_deep", "zebra: " + "[" * 40 + "]" * 40 + "\n",
      [f"deploy.yaml:1:1: zebra: unknown key 'zebra'; known keys here: {TOP_KEYS}",
-      "deploy.yaml:1:40: zebra" + "[0]" * 32 + ": nesting deeper than 32 levels"]),
+      "deploy.yaml:1:40: zebra" + "[0]" * 32 + ": nesting deeper than 32 levels; no field "
+      "of a deploy file nests that deep, so flatten the value"]),
     ("control_character", "gpu: T4\napp:\n  name: a\x1fb\n",
      ["deploy.yaml:3:10: the character U+001F is not allowed in YAML; remove it, or write it "
       "as an escape such as \\u0007 inside double quotes"]),

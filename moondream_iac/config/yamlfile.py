@@ -233,7 +233,8 @@ class _NodeReader:
 
         self._remember(node, path)
         if len(path) > MAX_DEPTH:
-            self._problem(node, path, f"nesting deeper than {MAX_DEPTH} levels")
+            self._problem(node, path, f"nesting deeper than {MAX_DEPTH} levels; no field of "
+                          "a deploy file nests that deep, so flatten the value")
             return None
         if node.tag not in _ALLOWED_TAGS:
             self._problem(node, path, f"the YAML tag {_short_tag(node.tag)} is not supported; "

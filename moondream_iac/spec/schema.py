@@ -107,7 +107,8 @@ def _canonical_gpu(value: Any) -> Any:
         raise ValueError(_unknown_gpu_message(value, base))
     if exact and canonical != "H100":
         raise ValueError(
-            f"'!' only applies to H100, where it forbids Modal's upgrade to H200 (got {value!r})"
+            f"'!' only applies to H100, where it forbids Modal's upgrade to H200 (got {value!r}); "
+            "remove the '!'"
         )
     return canonical + ("!" if exact else "")
 
@@ -189,7 +190,8 @@ class GpuSpec(Section):
         duplicates = sorted({name for name in listed if listed.count(name) > 1})
         if duplicates:
             raise RuleError(
-                f"GPU types must not repeat in type and fallbacks (got {', '.join(duplicates)} twice)",
+                f"GPU types must not repeat in type and fallbacks (got {', '.join(duplicates)} "
+                "twice); list each type once",
                 "fallbacks",
             )
         return self
@@ -232,8 +234,9 @@ class AutoscalingSpec(Section):
     def _check_bounds(self) -> AutoscalingSpec:
         if self.max_containers is not None and self.min_containers > self.max_containers:
             raise RuleError(
-                f"min_containers must not exceed max_containers "
-                f"(got min_containers={self.min_containers}, max_containers={self.max_containers})",
+                f"min_containers must not exceed max_containers (got min_containers="
+                f"{self.min_containers}, max_containers={self.max_containers}); lower "
+                "min_containers or raise max_containers",
                 "min_containers",
             )
         return self
@@ -260,7 +263,8 @@ class ConcurrencySpec(Section):
         if self.target_inputs is not None and self.target_inputs > self.max_inputs:
             raise RuleError(
                 f"target_inputs must not exceed max_inputs "
-                f"(got target_inputs={self.target_inputs}, max_inputs={self.max_inputs})",
+                f"(got target_inputs={self.target_inputs}, max_inputs={self.max_inputs}); "
+                "lower target_inputs or raise max_inputs",
                 "target_inputs",
             )
         return self
@@ -363,14 +367,21 @@ class VolumeSpec(Section):
     @classmethod
     def _check_mount(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise ValueError(f"mount_path must be an absolute path (got {value!r}); e.g. /weights")
+            raise ValueError(
+                f"mount_path must be an absolute path (got {value!r}); write it from /, "
+                "e.g. /weights"
+            )
         normalised = "/" + "/".join(part for part in value.split("/") if part)
         if normalised in FORBIDDEN_MOUNTS:
             raise ValueError(
-                f"mount_path must not be /, /root or /tmp, which Modal reserves (got {value!r})"
+                f"mount_path must not be /, /root or /tmp, which Modal reserves (got {value!r}); "
+                "mount the volume elsewhere, e.g. /weights"
             )
         if any(part in (".", "..") for part in value.split("/")):
-            raise ValueError(f"mount_path must not contain '.' or '..' (got {value!r})")
+            raise ValueError(
+                f"mount_path must not contain '.' or '..' (got {value!r}); write the path "
+                "without them"
+            )
         return normalised
 
 
@@ -500,7 +511,7 @@ class AppSpec(Section):
         if "--" in value:
             raise ValueError(
                 f"label must not contain '--', which separates workspace and label in "
-                f"the URL (got {value!r})"
+                f"the URL (got {value!r}); use a single '-'"
             )
         return value
 
@@ -561,7 +572,10 @@ class DeploySpec(Section):
     def _check_secret_names(self) -> None:
         duplicates = sorted({name for name in self.secrets if self.secrets.count(name) > 1})
         if duplicates:
-            raise RuleError(f"secrets must not repeat (got {', '.join(duplicates)} twice)", "secrets")
+            raise RuleError(
+                f"secrets must not repeat (got {', '.join(duplicates)} twice); list each once",
+                "secrets",
+            )
 
     def modal_secret_names(self) -> list[str]:
         """Return every Modal Secret the app attaches, in a stable order, names only."""
