@@ -206,14 +206,16 @@ def spec_warnings(loaded: LoadedConfig) -> list[Problem]:
         warnings.append((("model", "revision"),
                          "a raw commit sha is not in the revision table, so its requirements "
                          "(tokenizer repo, transformers version) are assumed to be those of "
-                         "the newest known release"))
+                         "the newest known release; pin a release tag to use the table's "
+                         "requirements"))
     if spec.model.allow_moving_revision:
         warnings.append((("model", "allow_moving_revision"),
                          "a moving revision serves whatever the branch points at on each "
                          "weights sync; pin a tag for reproducible deploys"))
     if spec.auth.mode == "none":
         warnings.append((("auth", "mode"),
-                         "the endpoint is open to anyone who has its URL"))
+                         "the endpoint is open to anyone who has its URL; use api_key or "
+                         "proxy unless it must be public"))
     if spec.autoscaling.min_containers > 0 and spec.target == "modal":
         warnings.append((("autoscaling", "min_containers"),
                          f"{spec.autoscaling.min_containers} container(s) stay up and are "
@@ -221,7 +223,8 @@ def spec_warnings(loaded: LoadedConfig) -> list[Problem]:
     if spec.autoscaling.scaledown_window < 60 and spec.target == "modal":
         warnings.append((("autoscaling", "scaledown_window"),
                          f"{spec.autoscaling.scaledown_window} s is likely shorter than a "
-                         "cold start, which gives repeated cold starts"))
+                         "cold start, which gives repeated cold starts; raise it above the "
+                         "cold-start time, at least 60"))
     return [_warning(loaded, path, message) for path, message in warnings]
 
 
