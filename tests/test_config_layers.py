@@ -87,6 +87,12 @@ PRECEDENCE = [
     ("compact_type_kept_under_set", "prod", ["gpu.count=3"], "gpu.type", "H100",
      "environment prod", "deploy.yaml:16:5"),
     ("set_compact_section", "dev", ["gpu=L40S:4"], "gpu.fallbacks", (), "--set", "--set #1"),
+    ("set_field_after_set_compact", None, ["gpu=L40S:2", "gpu.count=4"], "gpu.count", 4,
+     "--set", "--set #2"),
+    ("set_compact_type_kept", None, ["gpu=L40S:2", "gpu.count=4"], "gpu.type", "L40S",
+     "--set", "--set #1"),
+    ("set_compact_after_set_field", None, ["gpu.count=4", "gpu=L40S"], "gpu.count", 1,
+     "--set", "--set #2"),
     ("environment_new_section", "prod", [], "app.environment", "prod", "environment prod",
      "deploy.yaml:15:7"),
 ]

@@ -119,12 +119,14 @@ def environment_layer(document: YamlDocument, name: str) -> Layer:
     return Layer(f"environment {name}", overlay, locations)
 
 
-def set_layer(assignments: Sequence[str]) -> Layer:
-    """Parse ``--set field.path=value`` assignments; values are YAML scalars or lists."""
-    data: dict[str, Any] = {}
-    locations: dict[FieldPath, Location] = {}
+def set_layers(assignments: Sequence[str]) -> list[Layer]:
+    """Parse ``--set field.path=value`` assignments, one layer each, in order.
+
+    Values are YAML scalars or lists. One layer per assignment lets ``--set gpu=H100:2
+    --set gpu.count=4`` merge the way a file and its overlay do.
+    """
+    layers: list[Layer] = []
     problems: list[Problem] = []
-    reading_problems: list[Problem] = []
     for index, assignment in enumerate(assignments, start=1):
         where = Location("--set", index, 1, assignment, False)
         dotted, separator, raw = assignment.partition("=")
@@ -138,21 +140,18 @@ def set_layer(assignments: Sequence[str]) -> Layer:
         path = tuple(dotted.split("."))
         location = Location("--set", index, 1, raw, not raw.lstrip().startswith(("'", '"')))
         value, found = parse_yaml_value(raw, path, location)
-        reading_problems += found
-        _assign(data, path, value)
-        locations[path] = location
+        layers.append(Layer("--set", _nested(path, value), {path: location}, found))
     if problems:
         raise ConfigError(problems)
-    return Layer("--set", data, locations, reading_problems)
+    return layers
 
 
-def _assign(data: dict[str, Any], path: FieldPath, value: Any) -> None:
-    for part in path[:-1]:
-        child = data.get(part)
-        if not isinstance(child, dict):
-            child = data[part] = {}
-        data = child
-    data[path[-1]] = value
+def _nested(path: FieldPath, value: Any) -> dict[str, Any]:
+    """Return ``{"a": {"b": value}}`` for the path ``("a", "b")``."""
+    data: Any = value
+    for part in reversed(path):
+        data = {part: data}
+    return data
 
 
 def merge_layers(layers: Sequence[Layer]) -> tuple[dict[str, Any], dict[FieldPath, Origin]]:

@@ -17,7 +17,7 @@ from moondream_iac.config.layers import (
     environment_names,
     merge_layers,
     resolve_references,
-    set_layer,
+    set_layers,
 )
 from moondream_iac.config.messages import error_message
 from moondream_iac.config.yamlfile import (
@@ -74,8 +74,7 @@ def _load_document(document: YamlDocument, path: Path, environment: str | None,
     layers: list[Layer] = [base_layer(document)]
     if environment is not None:
         layers.append(environment_layer(document, environment))
-    if overrides:
-        layers.append(set_layer(overrides))
+    layers += set_layers(overrides)
 
     data, origins = merge_layers([_expand_compact_forms(layer) for layer in layers])
     variables: dict[str, str] = {}
