@@ -55,11 +55,16 @@ def _parse_catalog(data: dict) -> GpuCatalog:
     )
 
 
+# libyaml's loader reads the shipped table about 8x faster than the pure-Python one;
+# both are safe loaders. User files go through config.yamlfile instead.
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.cache
 def default_catalog() -> GpuCatalog:
     """Load the catalog shipped with the package."""
     text = resources.files("moondream_iac").joinpath("data/gpus.yaml").read_text("utf-8")
-    return _parse_catalog(yaml.safe_load(text))
+    return _parse_catalog(yaml.load(text, Loader=_FAST_SAFE_LOADER))
 
 
 def load_catalog(path: Path | None = None) -> GpuCatalog:
