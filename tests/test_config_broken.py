@@ -216,6 +216,8 @@ BROKEN = [
     ("gpu_near_miss", "gpu:\n  type: H10\n",
      [f"deploy.yaml:2:3: gpu.type: unknown GPU type (got 'H10'); use one of: {GPUS} "
       "(did you mean H100?)"]),
+    ("gpu_very_long", f"gpu:\n  type: {'x' * 5000}\n",
+     [f"deploy.yaml:2:3: gpu.type: unknown GPU type (got '{'x' * 76}...); use one of: {GPUS}"]),
     ("gpu_bang_not_h100", 'gpu: "A10G!"\n',
      ["deploy.yaml:1:1: gpu.type: '!' only applies to H100, where it forbids Modal's "
       "upgrade to H200 (got 'A10G!'); remove the '!'"]),

@@ -49,7 +49,7 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-10, 100_000), st.floats(), st.text(max_size=12),
     st.dates(),
     st.sampled_from(["H100:2", "h100!", "T4", "main", "2025-06-21", "/", "/tmp", "..",
-                     "${X}", "$$", "A10G!", "float16", "local", "none", "us-east", "a" * 300]),
+                     "${X}", "$$", "A10G!", "float16", "local", "none", "us-east", "a" * 3000]),
 )
 values = st.recursive(
     scalars,

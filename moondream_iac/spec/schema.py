@@ -95,6 +95,12 @@ class Section(BaseModel):
                 for key, value in data.items()}
 
 
+def _shown(value: Any) -> str:
+    """Return ``repr(value)`` cut to 80 characters, for the (got VALUE) part of a message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _canonical_gpu(value: Any) -> Any:
     """Normalise one GPU type name to Modal's spelling; '!' (no silent upgrade) is kept."""
     if not isinstance(value, str):
@@ -107,7 +113,8 @@ def _canonical_gpu(value: Any) -> Any:
         raise ValueError(_unknown_gpu_message(value, base))
     if exact and canonical != "H100":
         raise ValueError(
-            f"'!' only applies to H100, where it forbids Modal's upgrade to H200 (got {value!r}); "
+            f"'!' only applies to H100, where it forbids Modal's upgrade to H200 (got "
+            f"{_shown(value)}); "
             "remove the '!'"
         )
     return canonical + ("!" if exact else "")
@@ -118,7 +125,8 @@ def _unknown_gpu_message(value: str, base: str) -> str:
     names = {name.upper(): name for name in (*catalog.gpus, *catalog.aliases)}
     close = difflib.get_close_matches(base.upper(), list(names), n=1, cutoff=0.6)
     hint = f" (did you mean {names[close[0]]}?)" if close else ""
-    return f"unknown GPU type (got {value!r}); use one of: {', '.join(catalog.gpus)}{hint}"
+    return (f"unknown GPU type (got {_shown(value)}); use one of: {', '.join(catalog.gpus)}"
+            f"{hint}")
 
 
 def expand_compact_gpu(value: Any) -> Any:
@@ -166,7 +174,7 @@ class GpuSpec(Section):
         expanded = expand_compact_gpu(data)
         if isinstance(expanded, str):
             raise ValueError(
-                f"invalid GPU count in {data!r}; write TYPE or TYPE:COUNT, e.g. H100:2"
+                f"invalid GPU count in {_shown(data)}; write TYPE or TYPE:COUNT, e.g. H100:2"
             )
         return expanded
 
@@ -431,7 +439,7 @@ class PlacementSpec(Section):
         for region in value:
             if region not in MODAL_REGIONS and not PROVIDER_REGION.match(region):
                 raise ValueError(
-                    f"unknown region {region!r}; use a Modal region such as us-east, "
+                    f"unknown region {_shown(region)}; use a Modal region such as us-east, "
                     "eu-west or ap-south, or a provider id such as us-east-1"
                 )
         return value
