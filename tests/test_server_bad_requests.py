@@ -25,7 +25,7 @@ GOOD_IMAGE_URL = data_url(GOOD_PNG)
 
 
 def png_header_only(width: int, height: int) -> bytes:
-    """Return a PNG declaring ``width`` x ``height`` whose data holds only a few rows of pixels.
+    """Return a PNG declaring ``width`` x ``height`` whose data contains only a few rows of pixels.
 
     Opening it succeeds and decoding it fails, so a 413 proves the pixel limit is checked
     on the header, before decoding.

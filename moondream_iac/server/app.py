@@ -7,7 +7,8 @@ the same handler.
 
 Every response carries ``X-Request-Id``; JSON bodies also carry ``request_id``. A
 successful JSON response carries ``Server-Timing: queue;dur=…, model;dur=…`` in
-milliseconds. Errors are ``{"error": "..."}`` with a 4xx status, or 503 with
+milliseconds, plus ``encode;dur=…`` (part of the model time) when the image missed the
+cache. Errors are ``{"error": "..."}`` with a 4xx status, or 503 with
 ``Retry-After`` for a loading model, a full queue or a timeout, because Magnitude retries
 only on 429, 503 and 524.
 
@@ -245,11 +246,18 @@ def _error_response(error: ApiError, request_id: str) -> "Response":
 
 
 def _server_timing(context: handlers.CallContext) -> dict[str, str]:
-    """Return a ``Server-Timing`` header with the queue wait and model time in milliseconds."""
+    """Return a ``Server-Timing`` header: queue wait, model time and its image encoding, in ms.
+
+    ``model`` includes ``encode``, which appears only when the image missed the cache.
+    """
     timing = context.timing
     if timing is None or timing.queue_ms is None or timing.model_ms is None:
         return {}
-    return {"Server-Timing": f"queue;dur={timing.queue_ms:.3f}, model;dur={timing.model_ms:.3f}"}
+    value = f"queue;dur={timing.queue_ms:.3f}, model;dur={timing.model_ms:.3f}"
+    encode_ms = context.image.encode_ms if context.image is not None else None
+    if encode_ms is not None:
+        value += f", encode;dur={encode_ms:.3f}"
+    return {"Server-Timing": value}
 
 
 def _new_request_id() -> str:
@@ -277,6 +285,7 @@ def _log_request(
         "queue_wait_ms": _round(timing.queue_ms if timing else None),
         "model_ms": _round(timing.model_ms if timing else None),
         "image_ms": _round(context.image_ms),
+        "encode_ms": _round(context.image.encode_ms if context.image is not None else None),
         "image_cache_hit": context.cache_hit,
         **context.extra,
     }

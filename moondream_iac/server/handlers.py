@@ -30,6 +30,7 @@ class CallContext:
     deadline: float
     timing: Timing | None = None
     image_ms: float | None = None
+    image: "PreparedImage | None" = None
     cache_hit: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -52,6 +53,7 @@ class PreparedImage:
     key: str
     encoded: Any = None
     decoded: Any = None
+    encode_ms: float | None = None
 
 
 async def point(runtime: Runtime, body: dict[str, Any], context: CallContext) -> dict[str, Any]:
@@ -177,6 +179,7 @@ async def _prepare_image(runtime: Runtime, image_url: str, context: CallContext)
     image = await asyncio.to_thread(_prepare_image_now, runtime, image_url)
     context.image_ms = (time.perf_counter() - started) * 1000.0
     context.cache_hit = image.encoded is not None
+    context.image = image
     return image
 
 
@@ -192,7 +195,9 @@ def _prepare_image_now(runtime: Runtime, image_url: str) -> PreparedImage:
 def _encoded(runtime: Runtime, model: Any, image: PreparedImage) -> Any:
     """Return the encoded image, encoding and caching it first on a miss. Runs on the model thread."""
     if image.encoded is None:
+        started = time.perf_counter()
         image.encoded = model.encode_image(image.decoded)
+        image.encode_ms = (time.perf_counter() - started) * 1000.0
         image.decoded = None
         runtime.image_cache.put(image.key, image.encoded)
     return image.encoded
