@@ -143,3 +143,18 @@ def test_unknown_fields_ignored(server):
 
     assert response.status_code == 200, response.text
     assert response.json()["request_id"] == response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize("form", ["line breaks", "URL-safe letters", "no padding"])
+def test_lenient_base64_forms_accepted(server, form):
+    encoded = bare_base64(GOOD_PNG)
+    if form == "line breaks":
+        encoded = "\n".join(encoded[index:index + 76] for index in range(0, len(encoded), 76))
+    elif form == "URL-safe letters":
+        encoded = encoded.replace("+", "-").replace("/", "_")
+    else:
+        encoded = encoded.rstrip("=")
+
+    response = httpx.post(server.base_url + "/v1/point", json=region(image_url=encoded), timeout=30)
+
+    assert response.status_code == 200, response.text

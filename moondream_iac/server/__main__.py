@@ -16,33 +16,52 @@ from functools import partial
 from moondream_iac.errors import IacError
 
 
+# Options that set a ServerSettings field: (flag, type, help). Unset options fall back to
+# the MOONDREAM_IAC_* variable of the same name, then to the ServerSettings default.
+SETTING_OPTIONS = (
+    ("--model-dir", str, "model directory in Hugging Face format [MOONDREAM_IAC_MODEL_DIR]"),
+    ("--lock-file", str, "weights lock file to check the model files against [unset]"),
+    ("--host", str, "address to listen on [127.0.0.1]"),
+    ("--port", int, "TCP port [2020]"),
+    ("--device", str, "auto, cpu, cuda or cuda:N [auto]"),
+    ("--api-key-env", str, "name of the environment variable that contains the API key [MOONDREAM_API_KEY]"),
+    ("--model-repo", str, "model repo id, reported by /v1/health"),
+    ("--revision", str, "model revision, reported by /v1/health"),
+    ("--spec-hash", str, "deploy spec hash, reported by /v1/health"),
+    ("--queue-size", int, "requests that may wait for the model [32]"),
+    ("--request-timeout-s", float, "seconds a request may wait and run [120]"),
+    ("--max-body-bytes", int, "largest request body in bytes [20971520]"),
+    ("--max-image-pixels", int, "largest image, width times height [16000000]"),
+)
+
+
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m moondream_iac.server",
         description="Serve the Moondream HTTP API for a model directory in Hugging Face format.",
+        epilog="Each option defaults to its MOONDREAM_IAC_<OPTION> environment variable "
+        "(for example MOONDREAM_IAC_QUEUE_SIZE), then to the value in brackets.",
     )
-    parser.add_argument("--model-dir", help="model directory [MOONDREAM_IAC_MODEL_DIR]")
-    parser.add_argument("--lock-file", help="weights lock file to check the model files against [MOONDREAM_IAC_LOCK_FILE]")
-    parser.add_argument("--host", help="address to listen on [MOONDREAM_IAC_HOST, default 127.0.0.1]")
-    parser.add_argument("--port", type=int, help="TCP port [MOONDREAM_IAC_PORT, default 2020]")
-    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), help="weights dtype [MOONDREAM_IAC_DTYPE, default auto]")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N [MOONDREAM_IAC_DEVICE, default auto]")
-    parser.add_argument("--auth-mode", choices=("api_key", "proxy", "none"), help="who checks credentials [MOONDREAM_IAC_AUTH_MODE]")
-    parser.add_argument("--api-key-env", help="name of the environment variable that contains the API key [default MOONDREAM_API_KEY]")
-    parser.add_argument("--model-repo", help="model repo id, reported by /v1/health")
-    parser.add_argument("--revision", help="model revision, reported by /v1/health")
-    parser.add_argument("--spec-hash", help="deploy spec hash, reported by /v1/health")
-    parser.add_argument("--queue-size", type=int, help="requests that may wait for the model [default 32]")
-    parser.add_argument("--request-timeout-s", type=float, help="seconds a request may wait and run [default 120]")
-    parser.add_argument("--max-body-bytes", type=int, help="largest request body in bytes [default 20 MiB]")
-    parser.add_argument("--max-image-pixels", type=int, help="largest image, width times height [default 16000000]")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="log level [info]")
+    for flag, kind, help_text in SETTING_OPTIONS:
+        parser.add_argument(flag, type=kind, help=help_text)
+    parser.add_argument(
+        "--dtype", choices=("auto", "bfloat16", "float16", "float32"), help="weights dtype [auto]"
+    )
+    parser.add_argument(
+        "--auth-mode", choices=("api_key", "proxy", "none"),
+        help="who checks credentials [api_key when the key variable is set, else none]",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="log level [info]"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     from moondream_iac.server.settings import ServerSettings
 

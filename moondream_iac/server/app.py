@@ -106,7 +106,11 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(request, error):
         message = {404: "not found", 405: "method not allowed"}.get(error.status_code, str(error.detail))
-        return _error_response(ApiError(error.status_code, f"{message}: {request.method} {request.url.path}"), _new_request_id())
+        request_id = _new_request_id()
+        text = f"{message}: {request.method} {request.url.path[:200]}"
+        record = {"event": "request", "request_id": request_id, "status": error.status_code, "error": text}
+        request_logger.info(json.dumps(record))
+        return _error_response(ApiError(error.status_code, text), request_id)
 
     @app.get("/v1/health")
     async def health():
@@ -146,6 +150,7 @@ async def _serve(runtime: Runtime, name: str, operation: Callable[..., Any], req
         body = parse_json_object(await _read_body(request, runtime.settings.max_body_bytes))
         result = await operation(runtime, body, context)
     except ApiError as error:
+        context.extra["error"] = error.message
         response = _error_response(error, context.request_id)
     except Exception as error:  # noqa: BLE001 - any other failure is a 500 with a log line
         logger.error(

@@ -42,15 +42,27 @@ def image_bytes_from_url(image_url: str) -> ImageBytes:
             "data:image/png;base64 URL or as bare base64",
         )
 
+    data = _decode_base64(payload)
+    if not data:
+        raise ApiError(400, "invalid image_url: the image is empty")
+    return ImageBytes(data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _decode_base64(payload: str) -> bytes:
+    """Decode standard base64; on failure, retry with line breaks, URL-safe letters and padding fixed."""
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+
+    normalised = "".join(payload.split()).replace("-", "+").replace("_", "/")
+    normalised += "=" * (-len(normalised) % 4)
+    try:
+        return base64.b64decode(normalised, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(
             400, "invalid image_url: not valid base64 (expected the characters A-Z a-z 0-9 + / and = padding)"
         ) from None
-    if not data:
-        raise ApiError(400, "invalid image_url: the image is empty")
-    return ImageBytes(data=data, sha256=hashlib.sha256(data).hexdigest())
 
 
 def _data_url_payload(image_url: str) -> str:
