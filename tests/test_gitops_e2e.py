@@ -72,6 +72,9 @@ class Project:
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "moondream_iac", *args, "-f", str(self.file),
                    "--target", "local"]
+        if args[0] == "apply":
+            # Fail within two minutes, not the default timeouts.startup of ten.
+            command += ["--wait-timeout", "120"]
         try:
             return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                                   cwd=self.folder, env=self.env, stdin=subprocess.DEVNULL)
@@ -94,11 +97,30 @@ class Project:
         return get_health(self.url, api_key=API_KEY)
 
 
+def stop_leftover_server(port: int) -> None:
+    """Stop a server this test's CLI started on ``port`` that destroy could not find.
+
+    The local target finds its server through a pid file; when that file is lost, the
+    server would outlive the test. The server is found by its port setting instead.
+    """
+    import signal
+
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+            command = (environ.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"MOONDREAM_IAC_PORT={port}".encode() in variables and b"moondream_iac.server" in command:
+            os.kill(int(environ.parent.name), signal.SIGTERM)
+
+
 @pytest.fixture
 def project(tmp_path: Path, hub_url: str):
     created = Project(tmp_path, hub_url)
     yield created
     created.run("destroy", "--auto-approve")
+    stop_leftover_server(created.port)
 
 
 def test_plan_apply_cycle(project):
