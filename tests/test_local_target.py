@@ -181,7 +181,9 @@ def test_deploy_reports_ready_health(served):
     target, outcome = served
 
     health = target.live_health()
+    record = local_process.read_pid_file(target.pid_path)
 
+    assert record.cmdline == local_process.server_command()
     assert outcome.url == f"http://127.0.0.1:{target.spec.local.port}/v1"
     assert health["status"] == "ready"
     assert health["spec_hash"] == spec_hash(target.spec)

@@ -201,7 +201,8 @@ class LocalTarget:
         logger.info("starting the local server on %s:%d (log: %s)", host, port, self.log_path)
         process = proc.start_server(env=env, log_path=self.log_path, cwd=self.deploy_dir)
         try:
-            record = self._pid_record(process.pid, spec, snapshot, tag=tag, spec_digest=spec_digest)
+            record = self._pid_record(process.pid, spec, snapshot, tag=tag, spec_digest=spec_digest,
+                                      cmdline=proc.server_command())
         except TargetError:
             code = process.wait(timeout=proc.STOP_TIMEOUT_S)
             raise TargetError(
@@ -223,9 +224,16 @@ class LocalTarget:
         return record
 
     def _pid_record(self, pid: int, spec: DeploySpec, snapshot: Snapshot, *, tag: str,
-                    spec_digest: str, foreground: bool = False) -> proc.PidRecord:
+                    spec_digest: str, foreground: bool = False,
+                    cmdline: list[str] | None = None) -> proc.PidRecord:
+        """Describe process ``pid`` for the pid file.
+
+        Pass ``cmdline`` for a process just started: until its execve finishes setting up
+        the new program, /proc/PID/cmdline reads as empty, even after Popen returned.
+        """
         token = proc.process_start_token(pid)
-        cmdline = proc.process_cmdline(pid)
+        if cmdline is None:
+            cmdline = proc.process_cmdline(pid)
         if token is None or cmdline is None:
             raise TargetError(f"process {pid} exited before its pid file was written")
         return proc.PidRecord(
