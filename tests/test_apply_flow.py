@@ -129,6 +129,9 @@ def test_autoscaler_change_updates_without_deploy(deployment):
     written = json.loads((deployment.state / "autoscaler.json").read_text("utf-8"))
     assert written["min_containers"] == 2
     assert deployment.record()["spec"]["autoscaling"]["min_containers"] == 2
+    replan = deployment.cli("plan", "--detailed-exitcode", "--set", "autoscaling.min_containers=2")
+    assert replan.returncode == 0, replan.stderr
+    assert "Drift" not in replan.stderr
 
 
 def test_dry_run_renders_but_deploys_nothing(deployment):

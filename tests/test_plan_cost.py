@@ -89,3 +89,24 @@ def test_plan_shows_cost_of_every_environment(tmp_path: Path):
     assert f"${5.0 * HOURS_PER_MONTH:,.2f}/month kept warm" in prod
     assert any(line.startswith("  base") for line in lines)
     assert any(line.startswith("  dev") and "T4 x1 $0.59/h" in line for line in lines)
+
+
+def test_plan_imports_no_heavy_modules(tmp_path: Path):
+    deploy = tmp_path / "deploy.yaml"
+    deploy.write_text("version: 1\ntarget: local\nauth: {mode: none}\n", encoding="utf-8")
+    script = (
+        "import sys\n"
+        "from moondream_iac.cli import app\n"
+        "try:\n"
+        f"    app(['plan', '-f', {str(deploy)!r}, '--json'], prog_name='moondream_iac')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('torch', 'transformers', 'modal', 'fastapi', 'uvicorn', 'huggingface_hub')\n"
+        "print('HEAVY', [name for name in heavy if name in sys.modules], file=sys.stderr)\n"
+    )
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+
+    assert '"action": "create"' in result.stdout, result.stderr
+    assert "HEAVY []" in result.stderr

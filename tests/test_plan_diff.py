@@ -236,3 +236,33 @@ def test_local_target_has_no_render_step():
 
     assert plan.action == "redeploy"
     assert plan.steps == ["deploy", "wait_ready", "smoke_test", "write_record"]
+
+
+def test_autoscaler_only_apply_is_not_drift():
+    deployed = spec_of()
+    current = spec_of(autoscaling={"min_containers": 3})
+    record = build_record(current, environment=None, target="modal", url="https://x/v1",
+                          weights_lock=None, smoke=None, cold_start_seconds=None,
+                          previous=record_of(deployed), deployed_spec_hash=spec_hash(deployed))
+
+    plan = build_plan(current, file="deploy.yaml", environment=None, record=record,
+                      health=health_of(deployed))
+
+    assert record["spec_hash"] != record["deployed_spec_hash"]
+    assert plan.drift == []
+    assert plan.action == "none"
+
+
+def test_failed_last_apply_plans_redeploy():
+    spec = spec_of()
+    record = build_record(spec, environment=None, target="modal", url="https://x/v1",
+                          weights_lock=None, smoke={"ok": False, "routes": {}},
+                          cold_start_seconds=None, previous=None,
+                          details={"failure": "the smoke test failed"})
+
+    plan = build_plan(spec, file="deploy.yaml", environment=None, record=record,
+                      health=health_of(spec))
+
+    assert plan.changes == []
+    assert plan.action == "redeploy"
+    assert any("the last apply failed" in warning for warning in plan.warnings)

@@ -23,7 +23,7 @@ from moondream_iac.plan.errors import MissingApiKeyError, NotReadyError, SmokeTe
 from moondream_iac.plan.model import Plan, build_plan
 from moondream_iac.smoke import UNAUTHORIZED
 from moondream_iac.spec.schema import DeploySpec, spec_hash
-from moondream_iac.state.record import build_record, summarise
+from moondream_iac.state.record import build_record, deployed_hash, summarise
 from moondream_iac.targets.base import Target
 
 # Seconds between two /v1/health polls while waiting for readiness.
@@ -117,6 +117,7 @@ def _execute(target: Target, spec: DeploySpec, plan: Plan, environment: str | No
              headers: Mapping[str, str], options: ApplyOptions) -> ApplyResult:
     previous = plan.record
     fields: dict[str, Any] = {
+        "deployed_spec_hash": deployed_hash(previous) if previous else None,
         "url": (previous or {}).get("url") or "",
         "weights_lock": (previous or {}).get("weights_lock"),
         "smoke": (previous or {}).get("smoke"),
@@ -155,6 +156,7 @@ def _deploy_and_check(target: Target, spec: DeploySpec, plan: Plan, environment:
     deploy_seconds = round(time.monotonic() - started, 3)
 
     details = dict(outcome.details)
+    fields["deployed_spec_hash"] = spec_hash(spec)
     fields["url"] = outcome.url
     fields["weights_lock"] = details.pop("weights_lock", None) or fields["weights_lock"]
     fields["details"] = details

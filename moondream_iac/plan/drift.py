@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from moondream_iac.state.record import deployed_hash
+
 RESOLUTION = "apply deploys the file's settings, replacing the live ones"
 
 # Health field -> how to read the same value from the record.
 _COMPARED = {
-    "spec_hash": lambda record: record.get("spec_hash"),
+    "spec_hash": deployed_hash,
     "model_repo": lambda record: (record.get("spec") or {}).get("model", {}).get("repo"),
     "revision": lambda record: (record.get("spec") or {}).get("model", {}).get("revision"),
 }

@@ -11,7 +11,7 @@ from moondream_iac.plan.classes import ChangeClass
 from moondream_iac.plan.diff import FieldChange, diff_specs
 from moondream_iac.plan.drift import RESOLUTION, DriftItem, find_drift
 from moondream_iac.spec.schema import DeploySpec, normalised, spec_hash
-from moondream_iac.state.record import is_live, redact
+from moondream_iac.state.record import deployed_hash, is_live, redact
 
 FORMAT_VERSION = 1
 
@@ -128,6 +128,11 @@ def build_plan(
         action = _action_for(changes, drift)
 
     notes = list(warnings or [])
+    failure = ((applied or {}).get("details") or {}).get("failure")
+    if failure and action == "none":
+        # The failed deployment is live and recorded; deploying it again is the retry.
+        action = "redeploy"
+        notes.append(f"the last apply failed ({failure}); apply deploys again")
     if action == "recreate":
         notes.append(
             "a recreate deploys a new app; the old one keeps running (and billing) until "
@@ -161,6 +166,7 @@ def _applied_summary(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {
         "spec_hash": record.get("spec_hash"),
+        "deployed_spec_hash": deployed_hash(record),
         "applied_at": record.get("applied_at"),
         "url": record.get("url"),
         "tool_version": record.get("tool_version"),

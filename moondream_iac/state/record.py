@@ -40,13 +40,20 @@ def build_record(
     cold_start_seconds: float | None,
     previous: Mapping[str, Any] | None,
     details: Mapping[str, Any] | None = None,
+    deployed_spec_hash: str | None = None,
 ) -> dict[str, Any]:
-    """Build the record of a finished apply; ``previous`` is the record it replaces."""
+    """Build the record of a finished apply; ``previous`` is the record it replaces.
+
+    ``deployed_spec_hash`` is the spec hash the running app was deployed with, which
+    its /v1/health reports. It differs from ``spec_hash`` after an apply that changed
+    only the autoscaler or the record; None means this apply deployed ``spec``.
+    """
     record = {
         "record_version": RECORD_VERSION,
         "state": "applied",
         "spec": normalised(spec),
         "spec_hash": spec_hash(spec),
+        "deployed_spec_hash": deployed_spec_hash or spec_hash(spec),
         "environment": environment,
         "target": target,
         "url": url,
@@ -72,6 +79,7 @@ def summarise(record: Mapping[str, Any]) -> dict[str, Any]:
     weights = record.get("weights_lock") or {}
     return {
         "spec_hash": record.get("spec_hash"),
+        "deployed_spec_hash": deployed_hash(record),
         "spec": spec,
         "environment": record.get("environment"),
         "target": record.get("target"),
@@ -96,6 +104,7 @@ def record_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
         "state": "applied",
         "spec": summary.get("spec") or {},
         "spec_hash": summary.get("spec_hash"),
+        "deployed_spec_hash": summary.get("deployed_spec_hash") or summary.get("spec_hash"),
         "environment": summary.get("environment"),
         "target": summary.get("target"),
         "url": summary.get("url"),
@@ -133,6 +142,11 @@ def check_record(data: Any, *, where: str) -> dict[str, Any] | None:
             "to let the next apply start over"
         )
     return data
+
+
+def deployed_hash(record: Mapping[str, Any]) -> str | None:
+    """Return the spec hash the running app was deployed with (older records: spec_hash)."""
+    return record.get("deployed_spec_hash") or record.get("spec_hash")
 
 
 def is_live(record: Mapping[str, Any] | None) -> bool:
