@@ -109,13 +109,21 @@ def validate(
     from moondream_iac.config.loader import load_config, load_every_environment
     from moondream_iac.spec.schema import spec_hash
 
-    if env is None:
-        configs = load_every_environment(file, overrides=set_ or ())
-    else:
-        configs = [load_config(file, environment=env, overrides=set_ or ())]
+    try:
+        if env is None:
+            configs = load_every_environment(file, overrides=set_ or ())
+        else:
+            configs = [load_config(file, environment=env, overrides=set_ or ())]
+    except ConfigError as error:
+        if as_json:
+            typer.echo(json.dumps({"valid": False, "file": str(file),
+                                   "problems": [p.format() for p in error.problems]}, indent=2))
+        raise
 
-    for config in configs:
-        print_warnings(config.warnings)
+    # The base and each environment share most fields, so one warning can repeat.
+    warnings = list(dict.fromkeys(w.format() for c in configs for w in c.warnings))
+    for warning in warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if as_json:
         document = {
             "valid": True,
@@ -171,7 +179,7 @@ def explain(
         return
     width = max(len(row.field) for row in rows)
     for row in rows:
-        where = f" ({row.location})" if row.location else ""
+        where = f" ({row.location})" if row.location and row.location != row.layer else ""
         typer.echo(f"{row.field.ljust(width)}  {row.value:<24}  {row.layer}{where}")
 
 
