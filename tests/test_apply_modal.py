@@ -39,3 +39,28 @@ def test_modal_plan_without_token_fails(tmp_path: Path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error:")
+
+
+def test_record_rebuilt_from_previous_summary():
+    from moondream_iac.spec.schema import DeploySpec
+    from moondream_iac.state.record import build_record, record_from_summary
+
+    older = DeploySpec.model_validate({"model": {"revision": "2025-04-14"}})
+    newer = DeploySpec.model_validate({})
+    first = build_record(older, environment="prod", target="modal", url="https://w--m.modal.run/v1",
+                         weights_lock={"sha": "b" * 40, "files": {}}, smoke=None,
+                         cold_start_seconds=9.0, previous=None)
+    second = build_record(newer, environment="prod", target="modal",
+                          url="https://w--m.modal.run/v1", weights_lock=None, smoke=None,
+                          cold_start_seconds=None, previous=first)
+
+    rebuilt = record_from_summary(second["previous"])
+
+    assert rebuilt["spec"] == first["spec"]
+    assert rebuilt["spec_hash"] == first["spec_hash"]
+    assert rebuilt["deployed_spec_hash"] == first["spec_hash"]
+    assert rebuilt["url"] == first["url"]
+    assert rebuilt["applied_at"] == first["applied_at"]
+    assert rebuilt["weights_lock"] == {"sha": "b" * 40}
+    assert rebuilt["state"] == "applied"
+    assert "rolled_back_at" in rebuilt
