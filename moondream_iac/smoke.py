@@ -2,8 +2,8 @@
 
 The test image is generated with Pillow (a dark square on a light background), so the
 check needs no files. Each route must return 200 with its documented body shape;
-anything else fails the route. Also holds ``get_health``, the one way plan, apply and
-status read ``/v1/health``.
+anything else fails the route. ``get_health`` is here too: plan, apply and status read
+``/v1/health`` through it.
 """
 
 from __future__ import annotations
