@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+TARGETS = ("modal", "local")
+
 TargetOption = Annotated[
     str | None,
     typer.Option("--target", help="Deploy to this target instead of the file's `target:` "
@@ -171,9 +173,16 @@ def _load(file: Path, env: str | None, set_: list[str] | None, target: str | Non
 
 
 def _overrides(set_: list[str] | None, target: str | None) -> list[str]:
+    from moondream_iac.errors import IacError
+
     overrides = list(set_ or [])
-    if target is not None:
-        overrides.append(f"target={target}")
+    if target is None:
+        return overrides
+    if target not in TARGETS:
+        # An IacError exits with 1; a usage error would exit with 2, which plan
+        # --detailed-exitcode uses for "changes".
+        raise IacError(f"invalid --target {target!r}: expected {' or '.join(TARGETS)}")
+    overrides.append(f"target={target}")
     return overrides
 
 

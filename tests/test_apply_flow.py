@@ -240,3 +240,10 @@ def test_health_with_wrong_key_is_unauthorized(deployment):
     assert health is not None
     assert health["status"] == "unauthorized"
     assert health["ready"] is False
+
+
+def test_invalid_target_option_exits_one(deployment):
+    result = deployment.cli("plan", "--detailed-exitcode", "--target", "kubernetes")
+
+    assert result.returncode == 1
+    assert "invalid --target 'kubernetes': expected modal or local" in result.stderr
