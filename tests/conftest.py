@@ -21,7 +21,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tiny_model_dir: Path) -> Any:
+def hub_libraries_imported() -> None:
+    """Import huggingface_hub and transformers with the environment as it is.
+
+    ``load_model`` sets ``HF_HUB_OFFLINE=1`` when it is the first to import them, and
+    huggingface_hub reads that once, at import. Importing them first keeps the test
+    process online for the tests that talk to a hub server on 127.0.0.1.
+    """
+    import huggingface_hub  # noqa: F401
+    import transformers  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path, hub_libraries_imported: None) -> Any:
     """The stand-in model loaded through the runtime's ``load_model`` on the CPU."""
     from moondream_iac.server.model import load_model
 

@@ -11,6 +11,8 @@ from moondream_iac.server.app import create_app
 from moondream_iac.server.settings import ServerSettings
 from tests.server_cases import TEST_API_KEY, data_url, encode, ui_image
 
+pytestmark = pytest.mark.usefixtures("hub_libraries_imported")
+
 IMAGE_URL = data_url(encode(ui_image(seed=31)))
 BODIES = {
     "point": {"image_url": IMAGE_URL, "object": "button"},

@@ -17,6 +17,8 @@ from moondream_iac.server.app import create_app
 from moondream_iac.server.settings import ServerSettings
 from tests.server_cases import bare_base64, data_url, encode, ui_image
 
+pytestmark = pytest.mark.usefixtures("hub_libraries_imported")
+
 MAX_BODY_BYTES = 512 * 1024
 MAX_IMAGE_PIXELS = 1_000_000
 

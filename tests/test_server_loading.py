@@ -17,6 +17,8 @@ from moondream_iac.server.settings import ServerSettings
 from moondream_iac.weights.lock import LockedFile, WeightsLock, write_lock
 from tests.server_cases import TEST_API_KEY, data_url, encode, ui_image
 
+pytestmark = pytest.mark.usefixtures("hub_libraries_imported")
+
 POINT_BODY = {"image_url": data_url(encode(ui_image(seed=41))), "object": "button"}
 
 

@@ -18,6 +18,8 @@ from moondream_iac.server.model import (
 from moondream_iac.testing import write_tiny_model
 from tests.server_cases import ui_image
 
+pytestmark = pytest.mark.usefixtures("hub_libraries_imported")
+
 
 def test_stand_in_return_shapes(tiny_model):
     image = ui_image(seed=91)

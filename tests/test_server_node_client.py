@@ -23,6 +23,7 @@ from tests.server_cases import TEST_API_KEY, bare_base64, data_url, encode, ui_i
 NODE_DIR = Path(__file__).parent / "node"
 
 pytestmark = [
+    pytest.mark.usefixtures("hub_libraries_imported"),
     pytest.mark.node,
     pytest.mark.skipif(
         shutil.which("node") is None or shutil.which("npm") is None,

@@ -13,6 +13,8 @@ from moondream_iac.server.settings import ServerSettings
 from moondream_iac.testing import write_tiny_model
 from tests.server_cases import TEST_API_KEY, as_client_sends, ui_image
 
+pytestmark = pytest.mark.usefixtures("hub_libraries_imported")
+
 
 @pytest.fixture(scope="module")
 def open_server(tiny_model, tiny_model_dir, serve_app_module):

@@ -18,6 +18,8 @@ from moondream_iac.server.settings import ServerSettings
 from moondream_iac.testing import write_tiny_model
 from tests.server_cases import bare_base64, encode, ui_image
 
+pytestmark = pytest.mark.usefixtures("hub_libraries_imported")
+
 CALL_SECONDS = 0.6
 
 
