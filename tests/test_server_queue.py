@@ -192,3 +192,28 @@ def test_in_flight_count_returns_to_zero(slow_model, slow_model_dir, tiny_model,
     while httpx.get(server.base_url + "/v1/health").json()["queue"]["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert httpx.get(server.base_url + "/v1/health").json()["queue"] == {"waiting": 0, "in_flight": 0, "size": 32}
+
+
+class QueryWithoutReasoningModel:
+    """Wraps the stand-in with a query that has no reasoning parameter, as older model code may."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def encode_image(self, image):
+        return self._model.encode_image(image)
+
+    def query(self, image=None, question=None, stream=False, settings=None):
+        return self._model.query(image, question, stream=stream, settings=settings)
+
+
+def test_reasoning_on_older_model_code(tiny_model, tiny_model_dir, serve_app):
+    server = serve_app(create_app(ServerSettings(model_dir=tiny_model_dir), QueryWithoutReasoningModel(tiny_model)))
+
+    plain = httpx.post(server.base_url + "/v1/query", json={"question": "What?", "reasoning": False}, timeout=30)
+    asked = httpx.post(server.base_url + "/v1/query", json={"question": "What?", "reasoning": True}, timeout=30)
+
+    assert plain.status_code == 200
+    assert plain.json()["answer"] == tiny_model.query(None, "What?")["answer"]
+    assert asked.status_code == 400
+    assert "does not support reasoning" in asked.json()["error"]

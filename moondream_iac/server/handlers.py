@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -116,6 +117,17 @@ async def query(runtime: Runtime, body: dict[str, Any], context: CallContext) ->
     request = parse_query(body)
     model = runtime.require_model()
     settings = request.settings or None
+    # NOTE: query's reasoning parameter is known from the 2025-06-21 model code only.
+    # It is passed only when requested, so model code without it still serves plain queries.
+    options: dict[str, Any] = {"stream": False, "settings": settings}
+    if request.reasoning:
+        if not _accepts_keyword(model.query, "reasoning"):
+            raise ApiError(
+                400,
+                "invalid field 'reasoning': this model revision does not support reasoning; "
+                "send reasoning: false or deploy revision 2025-06-21 or later",
+            )
+        options["reasoning"] = True
 
     async with _pipeline_slot(runtime, context):
         image = None
@@ -124,9 +136,7 @@ async def query(runtime: Runtime, body: dict[str, Any], context: CallContext) ->
 
         def run(stream: bool) -> Any:
             encoded = _encoded(runtime, model, image) if image is not None else None
-            return model.query(
-                encoded, request.question, reasoning=request.reasoning, stream=stream, settings=settings
-            )
+            return model.query(encoded, request.question, **{**options, "stream": stream})
 
         if request.stream:
             reasoning: dict[str, Any] = {}
@@ -152,6 +162,16 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "caption": caption,
     "query": query,
 }
+
+
+def _accepts_keyword(method: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return True
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return True
+    return name in parameters
 
 
 @asynccontextmanager
