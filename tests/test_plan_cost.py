@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from moondream_iac.errors import ConfigError
+
 from moondream_iac.plan.cost import HOURS_PER_MONTH, cost_preview
 from moondream_iac.spec.gpus import load_catalog
 from moondream_iac.spec.schema import DeploySpec
@@ -63,6 +65,18 @@ def test_prices_file_overrides(tmp_path: Path):
     assert cost["idle_monthly_usd"] == pytest.approx(2 * 4.5 * HOURS_PER_MONTH)
     assert cost["fallbacks"][0]["usd_per_gpu_hour"] == 1.0
     assert cost["as_of"] == "2027-01"
+    assert catalog.gpus["H200"].price_source == "user"
+    assert catalog.gpus["A10G"].price_source == "user"
+
+
+def test_prices_file_wrong_shape(tmp_path: Path):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpus:\n  H100: 5\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(prices)
+
+    assert "gpus.H100: expected price_per_hour" in str(caught.value)
 
 
 def test_plan_shows_cost_of_every_environment(tmp_path: Path):
