@@ -58,7 +58,7 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
         from moondream_iac.plan.apply import read_plan
 
         loaded, deploy_target = _load(file, env, set_, target)
-        deploy_target.preflight()
+        deploy_target.preflight(deploying=False)
         result = read_plan(deploy_target, loaded.spec, file=str(file),
                            environment=loaded.environment,
                            costs=_costs(loaded, file, set_, target, prices), refresh=refresh)
@@ -122,7 +122,7 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
         from moondream_iac.plan.apply import read_plan
 
         loaded, deploy_target = _load(file, env, set_, target)
-        deploy_target.preflight()
+        deploy_target.preflight(deploying=False)
         result = read_plan(deploy_target, loaded.spec, file=str(file),
                            environment=loaded.environment, costs=[])
         document = _status_document(result, _secret_values(loaded.spec))
@@ -145,7 +145,7 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
         from moondream_iac.state.record import is_live, mark_destroyed
 
         loaded, deploy_target = _load(file, env, set_, target)
-        deploy_target.preflight()
+        deploy_target.preflight(deploying=False)
         with deploy_target.lock("destroy"):
             record = deploy_target.read_record()
             if not is_live(record) and deploy_target.live_health() is None:

@@ -62,7 +62,7 @@ class StandInTarget:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.url = f"http://{self.spec.local.host}:{self.spec.local.port}/v1"
 
-    def preflight(self) -> None:
+    def preflight(self, *, deploying: bool = True) -> None:
         return None
 
     def read_record(self) -> dict[str, Any] | None:

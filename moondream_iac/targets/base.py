@@ -26,8 +26,13 @@ class Target(Protocol):
 
     name: str
 
-    def preflight(self) -> None:
-        """Raise TargetError in one line when the target cannot be reached or used."""
+    def preflight(self, *, deploying: bool = True) -> None:
+        """Raise TargetError in one line when the target cannot be reached or used.
+
+        With ``deploying`` false (plan, status, destroy) only what reading the record and
+        the live endpoint needs is checked, not what a deploy needs (an API key, the
+        runtime packages).
+        """
 
     def read_record(self) -> dict[str, Any] | None:
         """Return the last applied record, or None when nothing was applied."""

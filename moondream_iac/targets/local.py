@@ -105,10 +105,12 @@ class LocalTarget:
 
     # Checks
 
-    def preflight(self) -> None:
-        """Raise when the runtime packages are missing or the API key variable is unset."""
+    def preflight(self, *, deploying: bool = True) -> None:
+        """Raise when a deploy would lack the runtime packages or the API key variable."""
         import importlib.util
 
+        if not deploying:
+            return
         for module in RUNTIME_MODULES:
             if importlib.util.find_spec(module) is None:
                 raise MissingExtraError(module, "runtime")

@@ -40,7 +40,7 @@ class ModalTarget:
         self.spec = loaded.spec
         self.build_dir = Path(build_dir)
 
-    def preflight(self) -> None:
+    def preflight(self, *, deploying: bool = True) -> None:
         functions = _functions()
         functions.check_credentials()
         functions.check_reachable(REACHABLE_TIMEOUT_S)
