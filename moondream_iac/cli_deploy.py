@@ -88,11 +88,18 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
             "Default: timeouts.startup.", min=1)] = None,
         prices: PricesOption = None,
         build_dir: BuildDirOption = Path("build"),
+        foreground: Annotated[bool, typer.Option(
+            "--foreground", help="Local target only: sync the weights, then serve in this "
+            "terminal until Ctrl-C instead of in the background. Writes no applied record.")]
+        = False,
     ) -> None:
         """Deploy the file: sync weights, deploy or update in place, smoke test, record."""
         from moondream_iac.plan.apply import ApplyOptions, run_apply
 
         loaded, deploy_target = _load(file, env, set_, target, build_dir=build_dir)
+        if foreground:
+            _serve_foreground(deploy_target, loaded)
+            return
         secrets = _secret_values(loaded.spec)
         options = ApplyOptions(
             confirm=lambda plan: _confirm("Apply these changes?", auto_approve, "apply"),
@@ -159,6 +166,22 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
             if record:
                 deploy_target.write_record(mark_destroyed(record))
         _log(f"Stopped {name}.")
+
+
+def _serve_foreground(deploy_target: Any, loaded: Any) -> None:
+    """Sync the weights of a local deployment, then serve it in this process until Ctrl-C."""
+    from moondream_iac.errors import TargetError
+
+    if deploy_target.name != "local":
+        raise TargetError(
+            f"--foreground serves in this terminal, which only the local target can do "
+            f"(target is {deploy_target.name}); add --target local or drop --foreground")
+    deploy_target.preflight()
+    with deploy_target.lock("apply --foreground"):
+        deploy_target.sync_weights()
+    local = loaded.spec.local
+    _log(f"Serving http://{local.host}:{local.port}/v1 in the foreground; press Ctrl-C to stop.")
+    deploy_target.serve_foreground()
 
 
 def _load(file: Path, env: str | None, set_: list[str] | None, target: str | None,
