@@ -160,3 +160,15 @@ def test_lenient_base64_forms_accepted(server, form):
     response = httpx.post(server.base_url + "/v1/point", json=region(image_url=encoded), timeout=30)
 
     assert response.status_code == 200, response.text
+
+
+def test_chunked_body_over_limit_rejected(server):
+    def chunks():
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b"x" * 65536
+
+    headers = {"Content-Type": "application/json"}
+    response = httpx.post(server.base_url + "/v1/point", content=chunks(), headers=headers, timeout=30)
+
+    assert response.status_code == 413
+    assert f"above the limit of {MAX_BODY_BYTES} bytes" in response.json()["error"]

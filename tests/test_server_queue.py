@@ -217,3 +217,19 @@ def test_reasoning_on_older_model_code(tiny_model, tiny_model_dir, serve_app):
     assert plain.json()["answer"] == tiny_model.query(None, "What?")["answer"]
     assert asked.status_code == 400
     assert "does not support reasoning" in asked.json()["error"]
+
+
+def test_event_loop_free_during_model_call(slow_model, slow_model_dir, serve_app):
+    server = serve_app(create_app(ServerSettings(model_dir=slow_model_dir), slow_model))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(httpx.post, server.base_url + "/v1/point", json=point_body(), timeout=30)
+        time.sleep(0.1)
+        started = time.perf_counter()
+        health = httpx.get(server.base_url + "/v1/health")
+        elapsed = time.perf_counter() - started
+        assert running.result().status_code == 200
+
+    assert health.status_code == 200
+    assert health.json()["queue"]["in_flight"] == 1
+    assert elapsed < CALL_SECONDS / 3
