@@ -69,7 +69,17 @@ class ModalTarget:
         return record_lock(store, self.spec.app.name, holder, deployment=self._deployment())
 
     def sync_weights(self) -> dict[str, Any]:
-        return dict(_functions().sync_weights(self.spec, self._render()) or {})
+        """Run the weights function on Modal; also write its lock beside the deploy file.
+
+        The copy beside deploy.yaml is what a GitOps repository commits, so a reviewer
+        sees the resolved commit sha and per-file hashes change in the pull request.
+        """
+        from moondream_iac.weights.lock import WeightsLock, write_lock
+
+        lock = dict(_functions().sync_weights(self.spec, self._render()) or {})
+        if lock:
+            write_lock(WeightsLock.from_dict(lock), Path(self.loaded.path).parent / "weights.lock")
+        return lock
 
     def deploy(self, *, tag: str) -> DeployOutcome:
         return _functions().deploy(self.spec, self._render(), tag=tag)

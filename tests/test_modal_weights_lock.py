@@ -1,0 +1,38 @@
+"""ModalTarget.sync_weights writes the weights lock beside deploy.yaml for GitOps repositories.
+
+Modal cannot be reached here, so the Modal call is replaced by what the rendered weights
+function runs inside its container: run_weights_job, against a fake hub on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from moondream_iac.config.loader import load_config
+from moondream_iac.targets import modal_target
+from moondream_iac.targets.modal import ModalTarget
+from moondream_iac.testing.fake_hub import FakeHub, publish_moondream
+from moondream_iac.weights.remote import run_weights_job
+
+
+def test_lock_written_beside_deploy_file(tmp_path: Path, monkeypatch):
+    deploy = tmp_path / "deploy.yaml"
+    deploy.write_text("version: 1\n", encoding="utf-8")
+    volume = tmp_path / "volume"
+
+    def weights_function(spec, app_file=None):
+        return run_weights_job(spec.model.repo, spec.model.revision, volume)
+
+    with FakeHub() as hub:
+        publish_moondream(hub, tmp_path / "hub", filler_bytes=1024)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setattr(modal_target, "sync_weights", weights_function)
+        target = ModalTarget(load_config(deploy), build_dir=tmp_path / "build")
+        lock = target.sync_weights()
+
+    written = json.loads((tmp_path / "weights.lock").read_text("utf-8"))
+    assert written == lock
+    assert written["revision"] == "2025-06-21"
+    assert len(written["sha"]) == 40
+    assert "model.safetensors" in written["files"]
