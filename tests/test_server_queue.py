@@ -160,7 +160,8 @@ def test_repeated_image_hits_cache(tiny_model, tiny_model_dir, serve_app, caplog
     with caplog.at_level(logging.INFO):
         results = [httpx.post(server.base_url + "/v1/point", json=body, timeout=30).json() for body in bodies]
 
-    hits = [json.loads(r.getMessage())["image_cache_hit"] for r in caplog.records if r.name == "moondream_iac.server.requests"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "moondream_iac.server.requests"]
+    hits = [json.loads(line)["image_cache_hit"] for line in lines]
     assert hits == [False, True, False, False, False]
     assert results[0]["points"] == results[1]["points"] == results[4]["points"]
 

@@ -71,7 +71,7 @@ class ServerSettings:
     # Queue wait plus model time of one request. Modal ends web requests after 150 s.
     request_timeout_s: float = 120.0
     # Encoded images kept, keyed by the sha256 of the image bytes.
-    # NOTE: an encoding of the 2025 model code holds the image's key/value cache on the
+    # NOTE: an encoding of the 2025 model code contains the image's key/value cache on the
     # model's device: by estimate about 140 MB in bfloat16 (24 layers, 2048 wide, about
     # 730 image tokens), so 32 entries can take about 4.5 GB of GPU memory.
     image_cache_size: int = 32
