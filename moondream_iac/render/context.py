@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from moondream_iac.spec.runtime_env import runtime_settings
 from moondream_iac.spec.schema import DeploySpec, spec_hash
 from moondream_iac.weights.layout import WeightsLayout
-from moondream_iac.weights.revisions import (
-    RevisionInfo,
-    info_for_commit,
-    is_commit_sha,
-    latest_supported,
-    lookup_revision,
-)
+from moondream_iac.weights.revisions import RevisionInfo, revision_requirements
 
 # Names inside the rendered file that the Modal target looks up after a deploy.
 SERVE_CLASS = "Moondream"
@@ -34,9 +29,6 @@ SOURCE_IGNORE = ["**/__pycache__", "**/*.pyc", "**/.*"]
 WEIGHTS_TIMEOUT_S = 3600
 # The variable Modal sets from the hub token secret; huggingface_hub reads it.
 HUB_TOKEN_ENV = "HF_TOKEN"
-# The repo whose newest supported entry gives the pins for a repo the table omits.
-DEFAULT_REPO = "vikhyatk/moondream2"
-
 # Packages of the serving runtime itself, besides the revision's model-code pins. These
 # are the versions this package's tests run with.
 RUNTIME_PINS = (
@@ -86,24 +78,6 @@ def build_context(spec: DeploySpec, tool_version: str) -> dict[str, Any]:
     }
 
 
-def revision_requirements(repo: str, revision: str) -> RevisionInfo:
-    """Return the load-time requirements of a revision, for the image's packages.
-
-    A commit sha the table does not record, a moving branch (allowed by the spec) and a
-    repo the table does not list all get the requirements of the newest supported
-    revision. That revision comes from the same repo when the table lists it, else from
-    vikhyatk/moondream2.
-    """
-    info = lookup_revision(repo, revision)
-    if info is None and is_commit_sha(revision):
-        info = info_for_commit(repo, revision)
-    if info is None:
-        info = latest_supported(repo) or latest_supported(DEFAULT_REPO)
-    if info is None:
-        raise LookupError(f"the revision table lists no supported revision of {DEFAULT_REPO}")
-    return info
-
-
 def serve_environment(spec: DeploySpec, revision: RevisionInfo) -> dict[str, str]:
     """Return the image environment of the serving class: hub paths and runtime settings.
 
@@ -111,21 +85,7 @@ def serve_environment(spec: DeploySpec, revision: RevisionInfo) -> dict[str, str
     not change the image. The app passes the hash to the settings at container start.
     """
     env = WeightsLayout(spec.volume.mount_path).env(offline=True)
-    settings = {
-        "MODEL_REPO": spec.model.repo,
-        "REVISION": spec.model.revision,
-        "DTYPE": spec.model.dtype,
-        "DEVICE": "cuda",
-        "TRANSFORMERS_RANGE": revision.transformers or "",
-        "AUTH_MODE": spec.auth.mode,
-        "API_KEY_ENV": spec.auth.key_env,
-        "MAX_BODY_BYTES": str(spec.server.max_body_mb * 1024 * 1024),
-        "MAX_IMAGE_PIXELS": str(spec.server.max_image_pixels),
-        "QUEUE_SIZE": str(spec.server.queue_size),
-        "REQUEST_TIMEOUT_S": str(spec.timeouts.request),
-        "IMAGE_CACHE_SIZE": str(spec.server.image_cache_size),
-    }
-    env.update({f"MOONDREAM_IAC_{name}": value for name, value in settings.items() if value})
+    env.update(runtime_settings(spec, revision, dtype=spec.model.dtype, device="cuda"))
     return env
 
 

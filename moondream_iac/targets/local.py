@@ -29,6 +29,7 @@ from typing import Any
 
 from moondream_iac.config.loader import LoadedConfig
 from moondream_iac.errors import MissingExtraError, TargetError
+from moondream_iac.spec.runtime_env import SETTINGS_PREFIX, runtime_settings
 from moondream_iac.spec.schema import DeploySpec, spec_hash
 from moondream_iac.targets.base import DeployOutcome
 from moondream_iac.targets import local_process as proc
@@ -39,7 +40,6 @@ logger = logging.getLogger("moondream_iac.targets.local")
 HUB_TOKEN_ENV = "HF_TOKEN"
 # Hub tokens the server never needs: it loads from the local folder with the hub offline.
 HUB_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-SETTINGS_PREFIX = "MOONDREAM_IAC_"
 WEIGHTS_LOCK_NAME = "weights.lock"
 # Record fields that change on every apply without changing what is deployed. A record
 # that differs from the current one only in these does not replace the kept previous one.
@@ -469,30 +469,19 @@ def find_snapshot(spec: DeploySpec, deploy_dir: Path) -> Snapshot:
 def server_settings_environment(spec: DeploySpec, snapshot: Snapshot, *,
                                 spec_digest: str) -> dict[str, str]:
     """Return the ``MOONDREAM_IAC_*`` variables that configure the server for ``spec``."""
-    from moondream_iac.weights.revisions import lookup_revision
+    from moondream_iac.weights.revisions import revision_requirements
 
-    settings = {
+    revision = revision_requirements(spec.model.repo, spec.model.revision)
+    settings = runtime_settings(spec, revision, dtype=spec.local.dtype, device=spec.local.device)
+    local = {
         "MODEL_DIR": str(snapshot.model_dir),
         "LOCK_FILE": str(snapshot.lock_path),
-        "MODEL_REPO": spec.model.repo,
-        "REVISION": spec.model.revision,
-        "DTYPE": spec.local.dtype,
-        "DEVICE": spec.local.device,
-        "AUTH_MODE": spec.auth.mode,
-        "API_KEY_ENV": spec.auth.key_env,
-        "MAX_BODY_BYTES": str(spec.server.max_body_mb * 1024 * 1024),
-        "MAX_IMAGE_PIXELS": str(spec.server.max_image_pixels),
-        "QUEUE_SIZE": str(spec.server.queue_size),
-        "REQUEST_TIMEOUT_S": str(spec.timeouts.request),
-        "IMAGE_CACHE_SIZE": str(spec.server.image_cache_size),
         "SPEC_HASH": spec_digest,
         "HOST": spec.local.host,
         "PORT": str(spec.local.port),
     }
-    info = lookup_revision(spec.model.repo, spec.model.revision)
-    if info is not None and info.transformers:
-        settings["TRANSFORMERS_RANGE"] = info.transformers
-    return {SETTINGS_PREFIX + name: value for name, value in settings.items()}
+    settings.update({SETTINGS_PREFIX + name: value for name, value in local.items()})
+    return settings
 
 
 def child_environment(spec: DeploySpec, snapshot: Snapshot, key: str | None, *,

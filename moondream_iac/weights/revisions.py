@@ -133,3 +133,24 @@ def _parse_revision(repo: str, tag: str, fields: dict) -> RevisionInfo:
         note=" ".join(str(fields.get("note") or "").split()),
         sha=fields.get("sha"),
     )
+
+
+DEFAULT_MODEL_REPO = "vikhyatk/moondream2"
+
+
+def revision_requirements(repo: str, revision: str) -> RevisionInfo:
+    """Return the load-time requirements of a revision, for the image's packages and the runtime's version check.
+
+    A commit sha the table does not record, a moving branch (allowed by the spec) and a
+    repo the table does not list all get the requirements of the newest supported
+    revision. That revision comes from the same repo when the table lists it, else from
+    vikhyatk/moondream2.
+    """
+    info = lookup_revision(repo, revision)
+    if info is None and is_commit_sha(revision):
+        info = info_for_commit(repo, revision)
+    if info is None:
+        info = latest_supported(repo) or latest_supported(DEFAULT_MODEL_REPO)
+    if info is None:
+        raise LookupError(f"the revision table lists no supported revision of {DEFAULT_MODEL_REPO}")
+    return info
