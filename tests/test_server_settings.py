@@ -72,7 +72,7 @@ def test_from_env_defaults(tmp_path):
     assert settings.max_image_pixels == 16_000_000
     assert settings.queue_size == 32
     assert settings.request_timeout_s == 120
-    assert settings.image_cache_size == 32
+    assert settings.image_cache_size == 8
     assert settings.port == 2020
 
 
@@ -89,6 +89,15 @@ def test_overrides_win_and_none_ignored(tmp_path):
     assert settings.port == 9000
 
 
+def test_image_cache_zero_allowed(tmp_path):
+    environ = {"MOONDREAM_IAC_MODEL_DIR": str(tmp_path), "MOONDREAM_IAC_AUTH_MODE": "none",
+               "MOONDREAM_IAC_IMAGE_CACHE_SIZE": "0"}
+
+    settings = ServerSettings.from_env(environ)
+
+    assert settings.image_cache_size == 0
+
+
 @pytest.mark.parametrize(
     "environ, message",
     [
@@ -99,6 +108,7 @@ def test_overrides_win_and_none_ignored(tmp_path):
         ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_QUEUE_SIZE": "many"}, "invalid MOONDREAM_IAC_QUEUE_SIZE 'many': expected int"),
         ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_QUEUE_SIZE": "0"}, "invalid queue_size 0"),
         ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_PORT": "70000"}, "invalid port 70000"),
+        ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_IMAGE_CACHE_SIZE": "-1"}, "invalid image_cache_size -1"),
     ],
 )
 def test_from_env_errors(environ, message):

@@ -19,7 +19,7 @@ The rendered Modal app and the local target configure the server with these vari
   [``MOONDREAM_API_KEY``]. The key itself is read from that variable.
 - ``MOONDREAM_IAC_MAX_BODY_BYTES`` [20971520], ``MOONDREAM_IAC_MAX_IMAGE_PIXELS``
   [16000000], ``MOONDREAM_IAC_QUEUE_SIZE`` [32], ``MOONDREAM_IAC_REQUEST_TIMEOUT_S``
-  [120], ``MOONDREAM_IAC_IMAGE_CACHE_SIZE`` [32]: limits, see ``ServerSettings``.
+  [120], ``MOONDREAM_IAC_IMAGE_CACHE_SIZE`` [8]: limits, see ``ServerSettings``.
 - ``MOONDREAM_IAC_SPEC_HASH``, ``MOONDREAM_IAC_TOOL_VERSION``: reported by
   ``/v1/health`` so a plan can compare the live deployment with the spec.
 - ``MOONDREAM_IAC_HOST`` [127.0.0.1], ``MOONDREAM_IAC_PORT`` [2020]: where to listen.
@@ -73,8 +73,9 @@ class ServerSettings:
     # Encoded images kept, keyed by the sha256 of the image bytes.
     # NOTE: an encoding of the 2025 model code contains the image's key/value cache on the
     # model's device: by estimate about 140 MB in bfloat16 (24 layers, 2048 wide, about
-    # 730 image tokens), so 32 entries can take about 4.5 GB of GPU memory.
-    image_cache_size: int = 32
+    # 730 image tokens), so the default of 8 entries can take about 1.1 GB of GPU memory.
+    # 0 disables the cache.
+    image_cache_size: int = 8
     spec_hash: str = ""
     tool_version: str = __version__
     host: str = "127.0.0.1"
@@ -108,11 +109,13 @@ class ServerSettings:
             "max_image_pixels": self.max_image_pixels,
             "queue_size": self.queue_size,
             "request_timeout_s": self.request_timeout_s,
-            "image_cache_size": self.image_cache_size,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise SettingsError(f"invalid {name} {value!r}: expected a number above 0")
+        if self.image_cache_size < 0:
+            raise SettingsError(
+                f"invalid image_cache_size {self.image_cache_size!r}: expected 0 (off) or more")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"invalid port {self.port!r}: expected 0 to 65535")
 

@@ -465,9 +465,10 @@ class ServerSpec(Section):
         json_schema_extra={"x-unit": "pixels"},
     )
     image_cache_size: int = Field(
-        32, ge=0, le=10000,
+        8, ge=0, le=10000,
         description="Encoded images kept per container, keyed by content hash, so repeated "
-        "requests on one screenshot skip encoding. 0 disables the cache.",
+        "requests on one screenshot skip encoding. Each entry holds the image's key/value "
+        "cache on the GPU, an estimated 140 MB for Moondream 2. 0 disables the cache.",
         json_schema_extra={"x-unit": "images"},
     )
 
