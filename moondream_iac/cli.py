@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,9 @@ JsonOption = Annotated[
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
+# Set to any value to see the traceback of an unexpected error instead of one line.
+DEBUG_VARIABLE = "MOONDREAM_IAC_DEBUG"
+
 
 def reports_errors(command: Command) -> Command:
     """Turn IacError into its message and exit code, and Ctrl-C into exit 130."""
@@ -76,6 +80,18 @@ def reports_errors(command: Command) -> Command:
         except KeyboardInterrupt:
             stderr.print("interrupted")
             raise typer.Exit(130) from None
+        except OSError as error:
+            where = f" {error.filename}" if error.filename else ""
+            stderr.print(f"[red]error:[/red] cannot use{escape(where)}: "
+                         f"{escape(error.strerror or str(error))}")
+            raise typer.Exit(1) from None
+        except Exception as error:  # noqa: BLE001 - the last guard against a traceback
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            stderr.print(f"[red]internal error:[/red] {escape(type(error).__name__)}: "
+                         f"{escape(str(error))}; rerun with {DEBUG_VARIABLE}=1 for the "
+                         "traceback and report it")
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
