@@ -60,6 +60,12 @@ JsonOption = Annotated[
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
+try:
+    # typer 0.2x vendors click under typer._click; older releases use click itself.
+    from typer._click.exceptions import ClickException
+except ImportError:
+    from click.exceptions import ClickException
+
 # Set to any value to see the traceback of an unexpected error instead of one line.
 DEBUG_VARIABLE = "MOONDREAM_IAC_DEBUG"
 
@@ -80,6 +86,8 @@ def reports_errors(command: Command) -> Command:
         except KeyboardInterrupt:
             stderr.print("interrupted")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             stderr.print(f"[red]error:[/red] cannot use{escape(where)}: "
@@ -195,8 +203,11 @@ def explain(
         return
     width = max(len(row.field) for row in rows)
     for row in rows:
-        where = f" ({row.location})" if row.location and row.location != row.layer else ""
-        typer.echo(f"{row.field.ljust(width)}  {row.value:<24}  {row.layer}{where}")
+        # A --set row's location ("--set #2") already names its layer.
+        source = row.layer
+        if row.location:
+            source = row.location if row.location.startswith(row.layer) else f"{row.layer} ({row.location})"
+        typer.echo(f"{row.field.ljust(width)}  {row.value:<24}  {source}")
 
 
 @app.command()
@@ -250,12 +261,6 @@ def main() -> None:
     Usage errors exit with 1, not click's 2, because 2 means "changes found" for
     plan --detailed-exitcode and a pipeline must not read a typo as a pending change.
     """
-    try:
-        # typer 0.2x vendors click under typer._click; older releases use click itself.
-        from typer._click.exceptions import ClickException
-    except ImportError:
-        from click.exceptions import ClickException
-
     try:
         code = app(prog_name="moondream_iac", standalone_mode=False)
     except ClickException as error:

@@ -123,6 +123,6 @@ def test_explain_text_columns(folder):
 
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert result.returncode == 0
-    assert lines["gpu.count"].split()[1:] == ["2", "--set", "(--set", "#1)"]
+    assert lines["gpu.count"].split()[1:] == ["2", "--set", "#1"]
     assert lines["gpu.type"].split()[1:] == ['"A10G"', "file", "(deploy.yaml:19:3)"]
     assert lines["server.image_cache_size"].split()[1:] == ["8", "default"]

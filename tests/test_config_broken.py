@@ -100,15 +100,20 @@ BROKEN = [
 
     # Wrong types.
     ("count_word", "gpu:\n  count: two\n",
-     ["deploy.yaml:2:3: gpu.count: expected a whole number (got 'two'); write it without "
-      "quotes"]),
+     ["deploy.yaml:2:3: gpu.count: expected a whole number (got 'two'); write a whole "
+      "number of GPUs, e.g. 1"]),
     ("count_quoted", 'gpu:\n  count: "2"\n',
      ["deploy.yaml:2:3: gpu.count: expected a whole number (got '2'); write it without "
       "quotes"]),
     ("count_boolean", "gpu:\n  count: true\n",
-     ["deploy.yaml:2:3: gpu.count: expected a whole number (got true)"]),
+     ["deploy.yaml:2:3: gpu.count: expected a whole number (got true); write a whole "
+      "number of GPUs, e.g. 1"]),
     ("count_float", "gpu:\n  count: 2.0\n",
-     ["deploy.yaml:2:3: gpu.count: expected a whole number (got 2.0)"]),
+     ["deploy.yaml:2:3: gpu.count: expected a whole number (got 2.0); write a whole "
+      "number of GPUs, e.g. 1"]),
+    ("window_with_unit", "autoscaling:\n  scaledown_window: 5m\n",
+     ["deploy.yaml:2:3: autoscaling.scaledown_window: expected a whole number (got '5m'); "
+      "write a whole number of seconds, e.g. 300"]),
     ("bool_as_text", 'model:\n  allow_moving_revision: "yes"\n',
      ["deploy.yaml:2:3: model.allow_moving_revision: expected true or false (got 'yes')"]),
     ("section_as_list", "autoscaling: [1, 2]\n",

@@ -371,3 +371,10 @@ def test_variable_value_hidden_in_warnings(tmp_path, monkeypatch):
         "deploy.yaml:2:3: timeouts.request: 86400 s is above Modal's 150 s cutoff for web "
         "requests, so longer requests fail with a 303 that no Moondream client follows; use "
         "at most 140"]
+
+
+def test_set_date_revision_stays_text(layered):
+    # A shell strips the quotes of --set model.revision="2025-04-14", so a date is text.
+    loaded = load_config(layered, overrides=["model.revision=2025-04-14"])
+
+    assert loaded.spec.model.revision == "2025-04-14"

@@ -9,6 +9,7 @@ Every leaf remembers the layer and location that set it, for error messages and
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -140,6 +141,10 @@ def set_layers(assignments: Sequence[str]) -> list[Layer]:
         path = tuple(dotted.split("."))
         location = Location("--set", index, 1, raw, not raw.lstrip().startswith(("'", '"')))
         value, found = parse_yaml_value(raw, path, location)
+        if isinstance(value, datetime.date):
+            # No field holds a date, and a shell strips the quotes that would keep
+            # --set model.revision=2025-06-21 as text, so the text as written is meant.
+            value = raw.strip()
         layers.append(Layer("--set", _nested(path, value), {path: location}, found))
     if problems:
         raise ConfigError(problems)

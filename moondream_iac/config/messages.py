@@ -76,7 +76,7 @@ def error_message(error: Mapping[str, Any], path: FieldPath, location: Location 
         return str(context.get("error", error["msg"]))
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         return _bound_message(kind, context, got, path)
-    return _type_message(kind, error, context, got)
+    return _type_message(kind, error, context, got, path)
 
 
 def _bound_message(kind: str, context: Mapping[str, Any], got: str, path: FieldPath) -> str:
@@ -88,13 +88,12 @@ def _bound_message(kind: str, context: Mapping[str, Any], got: str, path: FieldP
 
 
 def _type_message(kind: str, error: Mapping[str, Any], context: Mapping[str, Any],
-                  got: str) -> str:
+                  got: str, path: FieldPath) -> str:
     value = error.get("input")
     if kind == "literal_error":
         return f"invalid value (got {got}); use one of: {context.get('expected')}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        unquote = "; write it without quotes" if isinstance(value, str) else ""
-        return f"expected a whole number (got {got}){unquote}"
+        return f"expected a whole number (got {got}){_number_hint(value, path)}"
     if kind in ("bool_parsing", "bool_type"):
         return f"expected true or false (got {got})"
     if kind == "string_type":
@@ -170,6 +169,19 @@ def _literal_values(annotation: Any) -> tuple[Any, ...]:
         return typing.get_args(annotation)
     return tuple(value for member in typing.get_args(annotation)
                  for value in _literal_values(member))
+
+
+def _number_hint(value: Any, path: FieldPath) -> str:
+    """Say how to write a whole number: unquoted if it was one in quotes, else in its unit."""
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return "; write it without quotes"
+    field = _field_at(path)
+    extra = field.json_schema_extra if field is not None else None
+    unit = extra.get("x-unit") if isinstance(extra, dict) else None
+    default = field.default if field is not None else None
+    if unit and isinstance(default, int) and not isinstance(default, bool):
+        return f"; write a whole number of {unit}, e.g. {default}"
+    return ""
 
 
 def _model_at(path: FieldPath) -> type[BaseModel] | None:
