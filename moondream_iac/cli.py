@@ -42,12 +42,14 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 FileOption = Annotated[
     Path,
-    typer.Option("--file", "-f", help="The deploy file. Default: deploy.yaml in the current folder."),
+    typer.Option("--file", "-f", help="The deploy file, relative to the current folder.",
+                 metavar="PATH"),
 ]
 EnvOption = Annotated[
     str | None,
     typer.Option("--env", "-e", help="Environment overlay from the file's `environments:` "
-                 "section, applied on top of the base settings. Default: none."),
+                 "section, applied on top of the base settings. Default: none.",
+                 metavar="NAME"),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -199,7 +201,8 @@ def explain(
     config = load_config(file, environment=env, overrides=set_ or ())
     rows = explain_rows(config)
     if as_json:
-        typer.echo(json.dumps([row._asdict() for row in rows], indent=2))
+        document = [{**row._asdict(), "value": json.loads(row.value)} for row in rows]
+        typer.echo(json.dumps(document, indent=2))
         return
     width = max(len(row.field) for row in rows)
     for row in rows:

@@ -17,7 +17,7 @@ TARGETS = ("modal", "local")
 TargetOption = Annotated[
     str | None,
     typer.Option("--target", help="Deploy to this target instead of the file's `target:` "
-                 "(modal or local); the same as --set target=NAME."),
+                 "(modal or local); the same as --set target=NAME.", metavar="modal|local"),
 ]
 PricesOption = Annotated[
     Path | None,
@@ -84,8 +84,8 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
             "--skip-smoke", help="Do not send the smoke test requests after a deploy.")]
         = False,
         wait_timeout: Annotated[float | None, typer.Option(
-            "--wait-timeout", help="Seconds to wait for the endpoint to report ready. "
-            "Default: timeouts.startup.", min=1)] = None,
+            "--wait-timeout", help="Seconds to wait for the endpoint to report ready, at "
+            "least 1. Default: timeouts.startup.", min=1, metavar="SECONDS")] = None,
         prices: PricesOption = None,
         build_dir: BuildDirOption = Path("build"),
         foreground: Annotated[bool, typer.Option(

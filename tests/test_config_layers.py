@@ -131,8 +131,9 @@ def test_explain_cli_json_layers(layered):
 
     assert result.returncode == 0, result.stderr
     rows = {row["field"]: row for row in json.loads(result.stdout)}
-    assert rows["timeouts.startup"] == {"field": "timeouts.startup", "value": "600",
+    assert rows["timeouts.startup"] == {"field": "timeouts.startup", "value": 600,
                                         "layer": "default", "location": ""}
+    assert rows["gpu.fallbacks"]["value"] == ["H100"]
     assert rows["autoscaling.max_containers"]["location"] == "deploy.yaml:3:3"
     assert rows["autoscaling.min_containers"]["layer"] == "environment dev"
     assert rows["autoscaling.min_containers"]["location"] == "deploy.yaml:10:7"
