@@ -91,9 +91,12 @@ def missing_credentials(spec: DeploySpec, environ: Mapping[str, str] | None = No
     unset = [name for name in names if not environ.get(name)]
     if not unset:
         return None
-    return (f"auth.mode is {spec.auth.mode} but {' and '.join(unset)} "
-            f"{'is' if len(unset) == 1 else 'are'} not set, so this tool cannot call the "
-            f"endpoint to check it; export {' and '.join(unset)}")
+    exports = " and ".join(f"{name}=<value>" for name in unset)
+    return (f"auth.mode is {spec.auth.mode} but the environment variable"
+            f"{'s' if len(unset) > 1 else ''} {' and '.join(unset)} "
+            f"{'is' if len(unset) == 1 else 'are'} not set, and apply's smoke test needs "
+            f"{'it' if len(unset) == 1 else 'them'}; export {exports} and rerun, or set "
+            "auth.mode: none in deploy.yaml")
 
 
 def run_smoke_test(base_url: str, *, api_key: str | None = None,

@@ -39,3 +39,25 @@ def test_modal_plan_without_token_one_line(tmp_path):
     assert len(lines) == 1, result.stderr
     assert "modal setup" in lines[0]
     assert "MODAL_TOKEN_ID" in lines[0]
+
+
+def test_local_dry_run_needs_no_key(tmp_path):
+    shutil.copy(REPO / "deploy.yaml", tmp_path / "deploy.yaml")
+
+    result = run_cli(tmp_path, "apply", "--dry-run", "--target", "local")
+
+    assert result.returncode == 0, result.stderr
+    assert "Dry run: nothing deployed" in result.stderr
+    assert (tmp_path / "build" / "moondream" / "modal_app.py").is_file()
+
+
+def test_local_apply_without_key_one_line(tmp_path):
+    shutil.copy(REPO / "deploy.yaml", tmp_path / "deploy.yaml")
+
+    result = run_cli(tmp_path, "apply", "--auto-approve", "--target", "local")
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: auth.mode is api_key but the environment variable MOONDREAM_API_KEY is not "
+        "set, and apply's smoke test needs it; export MOONDREAM_API_KEY=<value> and rerun, "
+        "or set auth.mode: none in deploy.yaml"]

@@ -93,7 +93,7 @@ def run_apply(target: Target, spec: DeploySpec, *, file: str, environment: str |
         raise MissingApiKeyError(problem)
     headers = request_headers(spec)
 
-    target.preflight()
+    target.preflight(deploying=not options.dry_run)
     with target.lock("apply"):
         plan = read_plan(target, spec, file=file, environment=environment,
                          costs=options.costs)
