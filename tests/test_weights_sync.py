@@ -269,8 +269,9 @@ def test_offline_incomplete_fails_in_one_line(hub, tmp_path, monkeypatch):
 
     message = str(caught.value)
     assert "\n" not in message
-    assert f"cannot reach the hub at {unreachable}" in message
+    assert f"cannot reach the hub at {unreachable} (the connection was refused)" in message
     assert "has no complete, verified weights" in message
+    assert "HF_ENDPOINT" in message
 
 
 def test_offline_flag_without_weights_fails(hub, tmp_path, monkeypatch):

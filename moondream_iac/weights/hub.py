@@ -184,7 +184,7 @@ class _translate_errors:
             )
         if isinstance(error, hub_errors.LocalEntryNotFoundError):
             cause = error.__cause__ or error
-            return HubUnreachable(f"{type(cause).__name__}: {_first_line(cause)}")
+            return HubUnreachable(_connection_cause(cause))
         if isinstance(error, hub_errors.EntryNotFoundError):
             return WeightsError(f"file {self.downloading} not found in {where} on {self.endpoint}")
         if isinstance(error, hub_errors.HfHubHTTPError):
@@ -198,10 +198,30 @@ class _translate_errors:
             detail = _first_line(error.args[0] if error.args else error)
             return DownloadInterrupted(f"download of {self.downloading} from {where} stopped: {detail}")
         if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-            return HubUnreachable(f"{type(error).__name__}: {_first_line(error)}")
+            return HubUnreachable(_connection_cause(error))
         if isinstance(error, OSError) and "Consistency check failed" in str(error):
             return DownloadInterrupted(f"download of {self.downloading} from {where} was cut short")
         return None
+
+
+# Substrings of urllib3's nested connection errors, and the short reason each stands for.
+_CONNECTION_CAUSES = (
+    ("Failed to resolve", "the host name could not be resolved"),
+    ("Name or service not known", "the host name could not be resolved"),
+    ("Connection refused", "the connection was refused"),
+    ("timed out", "the connection timed out"),
+    ("Network is unreachable", "the network is unreachable"),
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed"),
+)
+
+
+def _connection_cause(error: BaseException) -> str:
+    """Return the short reason inside a requests/urllib3 connection error, e.g. a DNS failure."""
+    text = str(error)
+    for marker, reason in _CONNECTION_CAUSES:
+        if marker in text:
+            return reason
+    return f"{type(error).__name__}: {_first_line(error)}"[:160]
 
 
 def _from_sibling(item) -> RemoteFile:

@@ -181,7 +181,7 @@ class _SyncContext:
             raise WeightsError(
                 f"cannot reach the hub at {self.endpoint} ({error}) and {self.repo}@{self.revision} "
                 f"has no complete, verified weights under {self.layout.root}; rerun apply when the "
-                "hub is reachable"
+                "hub is reachable, or set HF_ENDPOINT to a mirror"
             ) from None
 
         model_dir = self.layout.model_dir(self.repo, remote.sha)
@@ -316,7 +316,8 @@ class _SyncContext:
         except HubUnreachable as error:
             raise WeightsError(
                 f"cannot reach the hub at {self.endpoint} ({error}) to download the tokenizer "
-                f"{info.tokenizer_repo}@{info.tokenizer_revision}; rerun apply when it is reachable"
+                f"{info.tokenizer_repo}@{info.tokenizer_revision}; rerun apply when it is reachable, "
+                "or set HF_ENDPOINT to a mirror"
             ) from None
 
         by_path = {item.path: item for item in remote.files}
