@@ -132,7 +132,10 @@ def register(app: typer.Typer, reports_errors: Any) -> None:
         deploy_target.preflight(deploying=False)
         result = read_plan(deploy_target, loaded.spec, file=str(file),
                            environment=loaded.environment, costs=[])
-        document = _status_document(result, _secret_values(loaded.spec))
+        # The plan drops a destroyed record (it plans a create), but status reports it.
+        stored = deploy_target.read_record() or {}
+        destroyed_at = stored.get("destroyed_at") if stored.get("state") == "destroyed" else None
+        document = _status_document(result, _secret_values(loaded.spec), destroyed_at)
         if as_json:
             typer.echo(json.dumps(document, indent=2))
             return
@@ -289,7 +292,8 @@ def _applied_summary(result: Any) -> str:
     return " ".join(parts)
 
 
-def _status_document(plan: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
+def _status_document(plan: Any, secrets: tuple[str, ...],
+                     destroyed_at: str | None = None) -> dict[str, Any]:
     from moondream_iac.state.record import redact
 
     document = plan.to_dict(secret_values=secrets)
@@ -307,22 +311,29 @@ def _status_document(plan: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
         "pending_action": document["action"],
         "smoke": record.get("smoke"),
         "cold_start_seconds": record.get("cold_start_seconds"),
+        "destroyed_at": destroyed_at,
     }, values=secrets)
 
 
 def _status_lines(document: dict[str, Any]) -> list[str]:
     applied = document["applied"]
     live = document["live"] or {}
-    if applied is None:
+    if document.get("destroyed_at"):
+        lines = [f"Destroyed at {document['destroyed_at']}; the record and the weights are "
+                 "kept, and apply recreates the deployment."]
+    elif applied is None:
         lines = ["Not deployed: no applied record for this deployment."]
     else:
         lines = [f"URL:          {document['url']}",
                  f"Applied at:   {applied['applied_at']} (spec hash {applied['spec_hash']})"]
     ready = "ready" if live.get("ready") else ("not ready" if live.get("reachable")
                                                else "not reachable")
-    lines.append(f"Live:         {ready}; spec hash {live.get('spec_hash')}, "
-                 f"revision {live.get('revision')}")
-    lines.append(f"Revision:     {document['revision']} (recorded)")
+    if live.get("reachable"):
+        lines.append(f"Live:         {ready}; spec hash {_shown(live.get('spec_hash'))}, "
+                     f"revision {_shown(live.get('revision'))}")
+    else:
+        lines.append(f"Live:         {ready}")
+    lines.append(f"Revision:     {_shown(document['revision'])} (recorded)")
     lines.append(f"File:         spec hash {document['file_spec_hash']}; pending action "
                  f"{document['pending_action']}")
     smoke = document["smoke"]
@@ -339,6 +350,11 @@ def _status_lines(document: dict[str, Any]) -> list[str]:
     else:
         lines.append("Drift:        none")
     return [_escape(line) for line in lines]
+
+
+def _shown(value: Any) -> str:
+    """Format a value for the status text: '-' where nothing is known."""
+    return "-" if value is None else str(value)
 
 
 def _confirm(question: str, auto_approve: bool, command: str) -> bool:

@@ -187,6 +187,7 @@ def test_status_and_destroy(deployment):
 
     status = deployment.cli("status")
     destroyed = deployment.cli("destroy", "--auto-approve")
+    status_after = deployment.cli("status")
     replanned = deployment.cli("plan", "--detailed-exitcode")
 
     assert status.returncode == 0, status.stderr
@@ -197,6 +198,10 @@ def test_status_and_destroy(deployment):
     assert destroyed.returncode == 0, destroyed.stderr
     assert deployment.health() is None
     assert deployment.record()["state"] == "destroyed"
+    assert "Destroyed at " in status_after.stderr
+    assert "apply recreates the deployment" in status_after.stderr
+    assert "Live:         not reachable" in status_after.stderr
+    assert "None" not in status_after.stderr
     assert replanned.returncode == 2
     assert "Create a new deployment" in replanned.stderr
 
