@@ -263,9 +263,23 @@ def test_same_modal_app_rejected(tmp_path, monkeypatch):
         load_every_environment(Path("deploy.yaml"), environ={})
 
     assert [p.format() for p in raised.value.problems] == [
-        "deploy.yaml:1:1: environments.prod: environments 'dev' and 'prod' deploy the same "
+        "deploy.yaml:6:3: environments.prod: environments 'dev' and 'prod' deploy the same "
         "Modal app (environment default, app md, label moondream); give each its own "
         "app.environment or app.name and app.label"]
+
+
+def test_collision_reported_with_other_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "environments:\n  a:\n    gpu: L4\n  b:\n    gpu: H100\n"
+                    "  c:\n    autoscaling: {min_containers: 9, max_containers: 1}\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_every_environment(Path("deploy.yaml"), environ={})
+
+    messages = [p.format() for p in raised.value.problems]
+    assert len(messages) == 2
+    assert messages[0].startswith("deploy.yaml:7:19: autoscaling.min_containers:")
+    assert messages[1].startswith("deploy.yaml:4:3: environments.b: environments 'a' and 'b'")
 
 
 def test_distinct_modal_apps_accepted(layered):

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from moondream_iac.config.layers import (
+    ENVIRONMENTS_KEY,
     Layer,
     Origin,
     base_layer,
@@ -134,10 +135,10 @@ def load_every_environment(path: Path, *, environ: Mapping[str, str] | None = No
             loaded.append(_load_document(document, path, name, overrides, environ))
         except ConfigError as error:
             problems += [p for p in error.problems if p not in problems]
-    if problems:
-        raise ConfigError(problems)
 
-    problems = _collisions([config for config in loaded if config.environment is not None])
+    # Environments that loaded are checked against each other even when others failed,
+    # so one run reports every problem.
+    problems += _collisions(document, [c for c in loaded if c.environment is not None])
     if problems:
         raise ConfigError(problems)
     return loaded
@@ -170,7 +171,7 @@ def _without_repeats(schema_problems: list[Problem], found: list[Problem]) -> li
     return [problem for problem in schema_problems if problem.path not in explained]
 
 
-def _collisions(configs: Sequence[LoadedConfig]) -> list[Problem]:
+def _collisions(document: YamlDocument, configs: Sequence[LoadedConfig]) -> list[Problem]:
     seen: dict[tuple[str, str, str], str] = {}
     problems: list[Problem] = []
     for config in configs:
@@ -179,7 +180,7 @@ def _collisions(configs: Sequence[LoadedConfig]) -> list[Problem]:
         app = config.spec.app
         key = (app.environment or "", app.name, app.label)
         if key in seen:
-            where = config.origin(("app",)).location
+            where = document.locate((ENVIRONMENTS_KEY, str(config.environment)))
             problems.append(Problem(
                 f"environments {seen[key]!r} and {config.environment!r} deploy the same Modal "
                 f"app (environment {app.environment or 'default'}, app {app.name}, label "
