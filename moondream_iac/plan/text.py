@@ -62,8 +62,10 @@ def _cost_lines(costs: list[dict[str, Any]]) -> list[str]:
     if not costs:
         return []
     lines = [f"Cost estimate, GPU time only (prices as of {costs[0]['as_of']}):"]
-    for cost in costs:
+    for index, cost in enumerate(costs):
         name = cost["environment"] or "base"
+        if index == 1:
+            lines.append("  Other deployments in the file, for comparison:")
         if not cost["billed"]:
             name += " (local target, no Modal bill; the figures are for Modal)"
         gpu = cost["gpu"]
@@ -74,10 +76,14 @@ def _cost_lines(costs: list[dict[str, Any]]) -> list[str]:
         if cost["max_monthly_usd"] is not None:
             line += (f"; at most {_usd(cost['max_monthly_usd'])}/month "
                      f"(max_containers {cost['max_containers']} all month)")
+        elif cost["max_containers"] is None:
+            line += "; no upper bound (max_containers not set)"
         lines.append(line)
         for fallback in cost["fallbacks"]:
+            source = ("" if fallback["price_source"] == gpu["price_source"]
+                      else f" ({fallback['price_source']})")
             lines.append(f"      fallback {fallback['type']} x{fallback['count']}: "
-                         f"{_usd(fallback['usd_per_container_hour'])}/h")
+                         f"{_usd(fallback['usd_per_container_hour'])}/h{source}")
         lines.append(f"      price source: {gpu['price_source']}")
     return lines
 
