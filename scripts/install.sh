@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install moondream_iac with everything its tests need.
 #
-# torch is pinned to 2.13.0: pip takes that CPU build from the local disk on the project
-# machines, and any other torch request downloads a CUDA build of several GB.
+# torch is pinned to 2.13.0. On the project's machines pip finds a CPU build of it on the
+# local disk; elsewhere PyPI serves a CUDA build of several GB, unless TORCH_INDEX_URL
+# names another index, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,12 @@ python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
-echo "==> installing torch 2.13.0 (CPU build)"
-python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+echo "==> installing torch 2.13.0"
+torch_index=()
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  torch_index=(--index-url "$TORCH_INDEX_URL")
+fi
+python -m pip install --quiet --disable-pip-version-check "${torch_index[@]}" torch==2.13.0
 
 echo "==> installing moondream_iac with the runtime, modal and test extras"
 python -m pip install --quiet --disable-pip-version-check -e '.[runtime,modal,test]'
