@@ -1,7 +1,7 @@
 """The server settings a spec implies, as the MOONDREAM_IAC_* variables the runtime reads.
 
 The rendered Modal app and the local target both configure the same runtime this way;
-each adds what only it knows (the model folder, the host and port, the spec hash).
+each adds the settings only it has (the model folder, the host and port, the spec hash).
 """
 
 from __future__ import annotations
