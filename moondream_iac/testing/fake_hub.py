@@ -101,12 +101,19 @@ class FakeHub:
 
         The branch ``branch`` moves to the new commit. Returns the commit sha.
         """
-        files = {}
+        contents = {}
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
-                name = path.relative_to(folder).as_posix()
-                files[name] = _make_file(name, path.read_bytes())
+                contents[path.relative_to(folder).as_posix()] = path.read_bytes()
+        return self.add_files(repo_id, tag, contents, branch=branch)
 
+    def add_files(self, repo_id: str, tag: str, contents: dict[str, bytes], *, branch: str = "main") -> str:
+        """Publish ``contents`` (file name to bytes) as a new commit of ``repo_id`` tagged ``tag``.
+
+        The names are listed as given, so a test can publish names that no folder can
+        hold, such as ``../victim.txt`` or ``/tmp/victim.txt``. Returns the commit sha.
+        """
+        files = {name: _make_file(name, content) for name, content in contents.items()}
         listing = "\n".join(f"{name} {item.blob_id}" for name, item in files.items())
         sha = hashlib.sha1(f"{repo_id}\n{tag}\n{listing}".encode(), usedforsecurity=False).hexdigest()
 

@@ -88,8 +88,44 @@ def resolve_snapshot(repo: str, revision: str, *, endpoint: str, token: str | No
             tree = api.list_repo_tree(repo, revision=info.sha, recursive=True)
             files = [_from_tree(item) for item in tree if hasattr(item, "blob_id")]
 
+    for item in files:
+        check_file_name(item.path, repo=repo, sha=info.sha, endpoint=endpoint)
+
     return RemoteSnapshot(repo=repo, revision=revision, sha=info.sha,
                           files=tuple(sorted(files, key=lambda item: item.path)))
+
+
+def check_file_name(name: str, *, repo: str, sha: str, endpoint: str) -> None:
+    """Raise WeightsError unless ``name`` is a relative POSIX path that stays inside a folder.
+
+    The hub lists file names as it likes, and the weights step stats, deletes and writes
+    ``<model folder>/<name>``. So a name that is absolute, contains a ``..``, ``.`` or empty
+    part, a backslash or a NUL byte is rejected before any file is touched.
+    """
+    reason = _unsafe_name_reason(name)
+    if reason is not None:
+        raise WeightsError(
+            f"the hub at {endpoint} lists a file {name!r} in {repo}@{sha}, which {reason}; "
+            "the weights step only writes relative paths inside the model folder, so check "
+            "HF_ENDPOINT and the repo id"
+        )
+
+
+def _unsafe_name_reason(name: str) -> str | None:
+    if not isinstance(name, str) or not name:
+        return "is empty"
+    if "\0" in name:
+        return "contains a NUL byte"
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/"):
+        return "is an absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "contains a '..' part"
+    if "" in parts or "." in parts:
+        return "contains an empty or '.' part"
+    return None
 
 
 def download_file(

@@ -244,7 +244,7 @@ class _SyncContext:
         locked: dict[str, LockedFile] = {}
         missing: list[RemoteFile] = []
         for item in remote.files:
-            existing = _check_existing(model_dir / item.path, item)
+            existing = _check_existing(self._confined(model_dir, item, remote), item)
             if existing is not None:
                 locked[item.path] = existing
             else:
@@ -303,6 +303,27 @@ class _SyncContext:
                 raise _os_error(error, target, item.size) from error
         raise AssertionError("unreachable")
 
+    def _confined(self, folder: Path, item: RemoteFile, remote: RemoteSnapshot,
+                  *, within: Path | None = None) -> Path:
+        """Return ``folder / item.path`` after checking that it resolves inside ``within``.
+
+        ``within`` defaults to ``folder``. The hub cache passes the repo's storage folder,
+        because its snapshot files are symbolic links to blobs beside the snapshots. The
+        name check repeats the one on the hub's listing, and resolving symbolic links
+        keeps a link already on disk from leading a delete or a write outside.
+        """
+        hub.check_file_name(item.path, repo=remote.repo, sha=remote.sha, endpoint=self.endpoint)
+        path = folder / item.path
+        allowed = within if within is not None else folder
+        resolved = path.resolve()
+        if not resolved.is_relative_to(allowed.resolve()):
+            raise WeightsError(
+                f"the file {item.path!r} of {remote.repo}@{remote.sha} from {self.endpoint} "
+                f"resolves to {resolved}, outside {allowed}, through a symbolic link; "
+                f"remove the link under {folder} and rerun apply"
+            )
+        return path
+
     # Step 5: the tokenizer repo.
 
     def _sync_tokenizer(self) -> LockedTokenizer | None:
@@ -331,7 +352,8 @@ class _SyncContext:
         files = {}
         snapshot_dir = self.layout.tokenizer_snapshot_dir(remote.repo, remote.sha)
         for name in info.tokenizer_files:
-            existing = _check_existing(snapshot_dir / name, by_path[name])
+            path = self._confined(snapshot_dir, by_path[name], remote, within=snapshot_dir.parent.parent)
+            existing = _check_existing(path, by_path[name])
             files[name] = existing or self._fetch_verified(remote, by_path[name], snapshot_dir, local=False)
 
         # The model code asks for the tag, so the cache must map the tag to the commit.
