@@ -131,6 +131,69 @@ def read_lock(path: Path) -> WeightsLock:
         raise WeightsError(f"weights lock {path} is unreadable ({error}); {FIX_HINT}") from error
 
 
+def read_pinned_lock(path: Path) -> WeightsLock | None:
+    """Read the weights lock kept beside deploy.yaml; None when there is none yet.
+
+    Unlike ``read_lock``, the fix for a malformed file is to repair or delete it, because
+    this file is the one a user commits to pin the weights.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise WeightsError(f"cannot read the weights lock {path}: {error.strerror or error}") from error
+
+    try:
+        return WeightsLock.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise WeightsError(
+            f"the weights lock {path} is not a valid lock file ({type(error).__name__}: {error}); "
+            "restore it from version control, or delete it to let apply write a new one"
+        ) from None
+
+
+def pin_difference(pinned: WeightsLock, lock: WeightsLock) -> str | None:
+    """Describe the first difference between the files of ``lock`` and those ``pinned`` records.
+
+    Returns None when the commit, every file's size and sha256, and the tokenizer match.
+    ``created_at`` and ``tool`` are not compared.
+    """
+    if lock.sha != pinned.sha:
+        return f"the commit is {lock.sha}, the lock pins {pinned.sha}"
+    difference = _files_difference(pinned.files, lock.files, label=lock.repo)
+    if difference is not None:
+        return difference
+
+    if (pinned.tokenizer is None) != (lock.tokenizer is None):
+        return "the lock and the revision table disagree on whether a separate tokenizer repo is used"
+    if pinned.tokenizer is not None and lock.tokenizer is not None:
+        if (pinned.tokenizer.repo, pinned.tokenizer.sha) != (lock.tokenizer.repo, lock.tokenizer.sha):
+            return (f"the tokenizer is {lock.tokenizer.repo}@{lock.tokenizer.sha}, the lock pins "
+                    f"{pinned.tokenizer.repo}@{pinned.tokenizer.sha}")
+        return _files_difference(pinned.tokenizer.files, lock.tokenizer.files,
+                                 label=lock.tokenizer.repo)
+    return None
+
+
+def _files_difference(pinned: dict[str, LockedFile], found: dict[str, LockedFile],
+                      *, label: str) -> str | None:
+    missing = sorted(set(pinned) - set(found))
+    if missing:
+        return f"{label} has no file {missing[0]}, which the lock lists"
+    extra = sorted(set(found) - set(pinned))
+    if extra:
+        return f"{label} has a file {extra[0]}, which the lock does not list"
+    for name in sorted(pinned):
+        if found[name].size != pinned[name].size:
+            return f"{label} file {name} has {found[name].size} bytes, the lock pins {pinned[name].size}"
+        if found[name].sha256 != pinned[name].sha256:
+            return (f"{label} file {name} has sha256 {found[name].sha256}, the lock pins "
+                    f"{pinned[name].sha256}")
+    return None
+
+
 def verify_model_dir(model_dir: Path, lock_path: Path) -> None:
     """Check every file of ``model_dir`` against the lock, raising WeightsError on the first mismatch.
 

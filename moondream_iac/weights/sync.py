@@ -25,6 +25,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,7 +35,8 @@ from moondream_iac.weights.hashing import digest_file
 from moondream_iac.weights.hub import DownloadInterrupted, HubUnreachable, RemoteFile, RemoteSnapshot
 from moondream_iac.weights.layout import WeightsLayout, write_atomic
 from moondream_iac.weights.lock import (HUB_CHECK_BLOB, HUB_CHECK_LFS, LockedFile, LockedTokenizer,
-                                        WeightsLock, read_lock, verify_model_dir, write_lock)
+                                        WeightsLock, pin_difference, read_lock, read_pinned_lock,
+                                        verify_model_dir, write_lock)
 from moondream_iac.weights.progress import ProgressReporter, format_bytes, make_progress
 from moondream_iac.weights.revisions import (RevisionInfo, format_known, info_for_commit,
                                              is_commit_sha, known_revisions, lookup_revision)
@@ -63,23 +65,45 @@ def sync_weights(
     ``token`` is a hub token value (read by the caller from a secret); it is sent to the
     hub only and never logged. ``endpoint`` defaults to HF_ENDPOINT, read at call time.
     ``retries`` is how many times an interrupted download is resumed within this call.
-    When ``lock_out`` is given, the lock is also written there (beside deploy.yaml).
+
+    When ``lock_out`` is given, the lock is also written there (beside deploy.yaml). A
+    lock already at ``lock_out`` for the same repo and revision pins the weights: the
+    resolved commit and every file must match it, or WeightsError explains how to accept
+    the change. A lock there for another repo or revision is replaced.
     """
     info = check_revision(repo, revision)
     layout = WeightsLayout(root)
     reporter = progress if progress is not None else make_progress()
+    pin = _read_pin(Path(lock_out), repo, revision) if lock_out is not None else None
     context = _SyncContext(
         repo=repo, revision=revision, info=info, layout=layout, token=token,
         endpoint=hub.resolve_endpoint(endpoint), progress=reporter, retries=max(retries, 0),
+        pin=pin,
     )
 
     _make_dirs(layout.root)
     with hold_sync_lock(layout, repo, revision, timeout_s=lock_timeout_s):
         lock = context.run()
 
-    if lock_out is not None:
+    # An unchanged pin is left as it is, so a committed weights.lock shows no diff.
+    if lock_out is not None and pin is None:
         write_lock(lock, Path(lock_out))
     return lock
+
+
+@dataclass(frozen=True)
+class _Pin:
+    """A weights lock beside deploy.yaml that pins this repo and revision, and its path."""
+
+    lock: WeightsLock
+    path: Path
+
+
+def _read_pin(path: Path, repo: str, revision: str) -> _Pin | None:
+    pinned = read_pinned_lock(path)
+    if pinned is None or (pinned.repo, pinned.revision) != (repo, revision):
+        return None
+    return _Pin(lock=pinned, path=path)
 
 
 def check_revision(repo: str, revision: str) -> RevisionInfo | None:
@@ -149,7 +173,8 @@ class _SyncContext:
     """One sync run: the settings, and the steps that share them."""
 
     def __init__(self, *, repo: str, revision: str, info: RevisionInfo | None, layout: WeightsLayout,
-                 token: str | None, endpoint: str, progress: ProgressReporter, retries: int) -> None:
+                 token: str | None, endpoint: str, progress: ProgressReporter, retries: int,
+                 pin: _Pin | None = None) -> None:
         self.repo = repo
         self.revision = revision
         self.info = info
@@ -158,6 +183,7 @@ class _SyncContext:
         self.endpoint = endpoint
         self.progress = progress
         self.retries = retries
+        self.pin = pin
 
     def run(self) -> WeightsLock:
         local = self._complete_local_lock()
@@ -184,12 +210,14 @@ class _SyncContext:
                 "hub is reachable, or set HF_ENDPOINT to a mirror"
             ) from None
 
+        self._check_pin_remote(remote)
         model_dir = self.layout.model_dir(self.repo, remote.sha)
         files = self._download_snapshot(remote, model_dir)
         tokenizer = self._sync_tokenizer()
 
         lock = WeightsLock(repo=self.repo, revision=self.revision, sha=remote.sha,
                            files=files, tokenizer=tokenizer)
+        self._check_pin(lock)
         write_lock(lock, self.layout.lock_path(self.repo, remote.sha))
         self.layout.switch_active(self.repo, self.revision, remote.sha)
         logger.info("weights %s@%s locked at commit %s (%s in %d files)", self.repo, self.revision,
@@ -205,7 +233,8 @@ class _SyncContext:
         HF_HUB_OFFLINE is set.
         """
         candidates = [lock for lock in self._local_locks()
-                      if self.revision in (lock.revision, lock.sha)]
+                      if self.revision in (lock.revision, lock.sha)
+                      and (self.pin is None or lock.sha == self.pin.lock.sha)]
         if not candidates:
             return None
         if not (allow_moving or is_immutable(self.repo, self.revision) or hub.offline_requested()):
@@ -221,6 +250,7 @@ class _SyncContext:
                            self.repo, self.revision, error)
             return None
 
+        self._check_pin(lock)
         active = self.layout.read_active(self.repo)
         if active is None or active.sha != lock.sha:
             self.layout.switch_active(self.repo, lock.revision, lock.sha)
@@ -236,6 +266,52 @@ class _SyncContext:
             except WeightsError as error:
                 logger.warning("ignoring unreadable weights lock %s: %s", path, error)
         return locks
+
+    # The lock beside deploy.yaml.
+
+    def _check_pin_remote(self, remote: RemoteSnapshot) -> None:
+        """Raise WeightsError before any download when the hub's commit or files differ from the pin."""
+        if self.pin is None:
+            return
+        pinned, path = self.pin.lock, self.pin.path
+        if remote.sha != pinned.sha:
+            raise WeightsError(
+                f"the hub at {self.endpoint} moved {self.repo}@{self.revision} from commit "
+                f"{pinned.sha} ({path}) to {remote.sha}; to accept the new weights, delete "
+                f"{path} or set model.revision to {remote.sha}, then rerun apply; to keep the "
+                f"pinned weights, set model.revision to {pinned.sha}"
+            )
+
+        listed = {item.path: item for item in remote.files}
+        difference = None
+        if set(listed) != set(pinned.files):
+            names = sorted(set(listed) ^ set(pinned.files))
+            difference = f"the hub lists the files differently (first difference: {names[0]})"
+        else:
+            for name in sorted(listed):
+                entry, item = pinned.files[name], listed[name]
+                if (entry.size, entry.hub_oid) != (item.size, item.etag):
+                    difference = (f"the hub lists {name} with {item.size} bytes and digest "
+                                  f"{item.etag}, the lock pins {entry.size} bytes and {entry.hub_oid}")
+                    break
+        if difference is not None:
+            self._raise_pin_mismatch(difference)
+
+    def _check_pin(self, lock: WeightsLock) -> None:
+        """Raise WeightsError when a complete ``lock`` differs from the pin in any file hash."""
+        if self.pin is None:
+            return
+        difference = pin_difference(self.pin.lock, lock)
+        if difference is not None:
+            self._raise_pin_mismatch(difference)
+
+    def _raise_pin_mismatch(self, difference: str) -> None:
+        path = self.pin.path
+        raise WeightsError(
+            f"{path} pins {self.repo}@{self.revision} at commit {self.pin.lock.sha}, but "
+            f"{difference}; restore {path} from version control, or delete it to accept "
+            "the hub's files, then rerun apply"
+        )
 
     # Step 4: the model snapshot.
 
