@@ -141,7 +141,90 @@ def check_record(data: Any, *, where: str) -> dict[str, Any] | None:
             f"reads version {RECORD_VERSION}; upgrade moondream_iac, or remove the record "
             "to let the next apply start over"
         )
+
+    problem = record_problem(data)
+    if problem is not None:
+        raise TargetError(
+            f"the applied record at {where} is invalid: {problem}; it was edited or damaged, "
+            "so remove it and run apply again, which writes a new record"
+        )
     return data
+
+
+# Field -> the JSON types it may have; None stands for null. Fields not listed may have
+# any type, because no command reads them by attribute.
+_FIELD_TYPES: dict[str, tuple[type | None, ...]] = {
+    "spec": (dict,),
+    "state": (str,),
+    "spec_hash": (str, None),
+    "deployed_spec_hash": (str, None),
+    "environment": (str, None),
+    "target": (str, None),
+    "url": (str, None),
+    "tool_version": (str, None),
+    "applied_at": (str, None),
+    "destroyed_at": (str, None),
+    "rolled_back_at": (str, None),
+    "weights_lock": (dict, None),
+    "smoke": (dict, None),
+    "cold_start_seconds": (int, float, None),
+    "details": (dict, None),
+    "previous": (dict, None),
+}
+_STATES = ("applied", "destroyed")
+_TYPE_NAMES = {dict: "a JSON object", str: "a string", int: "a number", float: "a number",
+               None: "null", list: "a list", bool: "true or false"}
+
+
+def record_problem(data: Mapping[str, Any]) -> str | None:
+    """Return what makes a stored record unusable (a field of the wrong type), or None.
+
+    Plan, status and rollback read these fields with ``.get`` chains, so a hand-edited
+    ``"spec": "x"`` would otherwise surface as an AttributeError far from its cause.
+    """
+    if "spec" not in data:
+        return "the field 'spec' is missing"
+    for name, allowed in _FIELD_TYPES.items():
+        if name in data and not _has_type(data[name], allowed):
+            return _wrong_type(name, data[name], allowed)
+    if data.get("state", "applied") not in _STATES:
+        return f"the field 'state' is {data['state']!r}, expected one of {', '.join(_STATES)}"
+
+    problem = _spec_problem(data["spec"], "spec")
+    if problem is not None:
+        return problem
+    weights = data.get("weights_lock") or {}
+    if not _has_type(weights.get("sha"), (str, None)):
+        return _wrong_type("weights_lock.sha", weights.get("sha"), (str, None))
+    previous = data.get("previous") or {}
+    if not _has_type(previous.get("spec"), (dict, None)):
+        return _wrong_type("previous.spec", previous.get("spec"), (dict, None))
+    return _spec_problem(previous.get("spec") or {}, "previous.spec")
+
+
+def _spec_problem(spec: Mapping[str, Any], prefix: str) -> str | None:
+    """Check the spec fields that plan and status read: ``model`` and its repo and revision."""
+    model = spec.get("model", {})
+    if not isinstance(model, dict):
+        return _wrong_type(f"{prefix}.model", model, (dict,))
+    for name in ("repo", "revision"):
+        if not _has_type(model.get(name), (str, None)):
+            return _wrong_type(f"{prefix}.model.{name}", model.get(name), (str, None))
+    return None
+
+
+def _has_type(value: Any, allowed: tuple[type | None, ...]) -> bool:
+    if value is None:
+        return None in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    return any(kind is not None and isinstance(value, kind) for kind in allowed)
+
+
+def _wrong_type(name: str, value: Any, allowed: tuple[type | None, ...]) -> str:
+    expected = " or ".join(dict.fromkeys(_TYPE_NAMES[kind] for kind in allowed))
+    found = _TYPE_NAMES.get(type(value), type(value).__name__)
+    return f"the field '{name}' is {found}, expected {expected}"
 
 
 def deployed_hash(record: Mapping[str, Any]) -> str | None:

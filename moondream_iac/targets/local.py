@@ -119,8 +119,13 @@ class LocalTarget:
     # Record
 
     def read_record(self) -> dict[str, Any] | None:
-        """Return the last applied record, or None when nothing was applied here."""
-        return _read_json(self.record_path)
+        """Return the last applied record, or None when nothing was applied here.
+
+        Raises TargetError naming the file when it is not a record this tool reads.
+        """
+        from moondream_iac.state.record import check_record
+
+        return check_record(_read_json(self.record_path), where=str(self.record_path))
 
     def write_record(self, record: dict[str, Any]) -> None:
         """Store ``record``; the record it replaces is kept for rollback when they differ."""
@@ -362,7 +367,10 @@ class LocalTarget:
 
         The current record becomes the previous one, so a second rollback returns to it.
         """
-        previous = _read_json(self.previous_record_path)
+        from moondream_iac.state.record import check_record
+
+        previous = check_record(_read_json(self.previous_record_path),
+                                where=str(self.previous_record_path))
         if previous is None:
             raise TargetError(
                 f"no previous deployment is recorded in {self.previous_record_path}, so there "
