@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import zlib
 from io import BytesIO
@@ -54,6 +55,15 @@ def region(**fields: Any) -> dict[str, Any]:
     return {"image_url": GOOD_IMAGE_URL, "object": "button", **fields}
 
 
+def nested(depth: int) -> bytes:
+    return b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+
+
+# A 29-byte PNG whose IHDR chunk declares 100 bytes: Pillow raises OSError when opening it.
+PNG_WRONG_HEADER_LENGTH = "iVBORw0KGgoAAABkSUhEUgAAAAAAAAAAAAAAAAA="
+LONG_INTEGER = b"1" * 5000
+
+
 CASES = [
     Case("invalid JSON", "/v1/point", b"{not json", 400, "not valid JSON"),
     Case("empty body", "/v1/point", b"", 400, "body is empty"),
@@ -86,6 +96,16 @@ CASES = [
     Case("reasoning is a number", "/v1/query", {"question": "q", "reasoning": 1}, 400, "invalid field 'reasoning'"),
     Case("missing question", "/v1/query", {"image_url": GOOD_IMAGE_URL}, 400, "missing field 'question'"),
     Case("question too long", "/v1/query", {"question": "q" * 5000}, 400, "'question': 5000 characters, above the limit of 4096"),
+    Case("PNG header length wrong", "/v1/point", region(image_url=PNG_WRONG_HEADER_LENGTH), 400, "the image header cannot be read"),
+    Case("JSON nested 1000 deep", "/v1/point", nested(1000), 400, "nest too deeply"),
+    Case("JSON nested 100000 deep", "/v1/point", nested(100_000), 400, "nest too deeply"),
+    Case("setting of 5000 digits", "/v1/query", b'{"question": "q", "settings": {"max_tokens": ' + LONG_INTEGER + b"}}", 400, "settings.max_tokens': expected an integer, got an integer of 5000 digits"),
+    Case("object of 5000 digits", "/v1/point", b'{"image_url": "a", "object": ' + LONG_INTEGER + b"}", 400, "invalid field 'object': expected a string, got an integer of 5000 digits"),
+    Case("max_objects 10**400", "/v1/detect", region(settings={"max_objects": 10**400}), 400, "settings.max_objects': 1000000000000000000000000000000000000000... (401 characters) is outside 1 to 1000"),
+    Case("max_tokens 1e400", "/v1/query", b'{"question": "q", "settings": {"max_tokens": 1e400}}', 400, "settings.max_tokens': expected an integer, got the number inf"),
+    Case("temperature 10**400", "/v1/query", {"question": "q", "settings": {"temperature": 10**400}}, 400, "settings.temperature': 1000000000000000000000000000000000000000... (401 characters) is outside"),
+    Case("object lone surrogate", "/v1/point", region(object="\ud800"), 400, "invalid field 'object': the string contains a lone UTF-16 surrogate"),
+    Case("question lone surrogate", "/v1/query", {"question": "\udfff abc"}, 400, "invalid field 'question': the string contains a lone UTF-16 surrogate"),
     Case("GET on point", "/v1/point", None, 405, "method not allowed", method="GET"),
     Case("unknown route", "/v1/segment", region(), 404, "not found"),
 ]
@@ -117,6 +137,18 @@ def test_bad_request_rejected(server, case):
     body = response.json()
     assert case.error in body["error"]
     assert response.headers["X-Request-Id"]
+
+
+def test_bad_requests_logged_as_client_errors(server, caplog):
+    with caplog.at_level(logging.INFO, logger="moondream_iac.server"):
+        statuses = [send(server.base_url, case).status_code for case in CASES]
+
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
+    assert max(statuses) < 500
+    logged = [json.loads(record.getMessage()) for record in caplog.records if record.name == "moondream_iac.server.requests"]
+    assert sorted(line["status"] for line in logged) == sorted(statuses)
+    assert not any("model" in line.get("error", "") for line in logged)
 
 
 def test_server_serves_after_bad_requests(server, tiny_model):

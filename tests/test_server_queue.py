@@ -192,7 +192,7 @@ def test_in_flight_count_returns_to_zero(slow_model, slow_model_dir, tiny_model,
     deadline = time.monotonic() + 10
     while httpx.get(server.base_url + "/v1/health").json()["queue"]["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert httpx.get(server.base_url + "/v1/health").json()["queue"] == {"waiting": 0, "in_flight": 0, "size": 32}
+    assert httpx.get(server.base_url + "/v1/health").json()["queue"] == {"waiting": 0, "in_flight": 0, "size": 32, "reading": 0}
 
 
 class QueryWithoutReasoningModel:

@@ -32,6 +32,7 @@ def test_from_env_reads_every_variable(tmp_path):
         "MOONDREAM_IAC_MAX_IMAGE_PIXELS": "2000",
         "MOONDREAM_IAC_QUEUE_SIZE": "3",
         "MOONDREAM_IAC_REQUEST_TIMEOUT_S": "9.5",
+        "MOONDREAM_IAC_BODY_TIMEOUT_S": "7.5",
         "MOONDREAM_IAC_IMAGE_CACHE_SIZE": "4",
         "MOONDREAM_IAC_SPEC_HASH": "abc123",
         "MOONDREAM_IAC_TOOL_VERSION": "9.9.9",
@@ -56,6 +57,7 @@ def test_from_env_reads_every_variable(tmp_path):
         max_image_pixels=2000,
         queue_size=3,
         request_timeout_s=9.5,
+        body_timeout_s=7.5,
         image_cache_size=4,
         spec_hash="abc123",
         tool_version="9.9.9",
@@ -72,6 +74,7 @@ def test_from_env_defaults(tmp_path):
     assert settings.max_image_pixels == 16_000_000
     assert settings.queue_size == 32
     assert settings.request_timeout_s == 120
+    assert settings.body_timeout_s == 30
     assert settings.image_cache_size == 8
     assert settings.port == 2020
 
@@ -109,11 +112,23 @@ def test_image_cache_zero_allowed(tmp_path):
         ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_QUEUE_SIZE": "0"}, "invalid queue_size 0"),
         ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_PORT": "70000"}, "invalid port 70000"),
         ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_IMAGE_CACHE_SIZE": "-1"}, "invalid image_cache_size -1"),
+        ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_IAC_BODY_TIMEOUT_S": "0"}, "invalid body_timeout_s 0.0"),
+        ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_API_KEY": "clé-secrète-123"}, "invalid API key in MOONDREAM_API_KEY: it contains non-ASCII"),
+        ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_API_KEY": TEST_API_KEY + "\n"}, "invalid API key in MOONDREAM_API_KEY"),
+        ({"MOONDREAM_IAC_MODEL_DIR": "m", "MOONDREAM_API_KEY": "key\twith-tab"}, "invalid API key in MOONDREAM_API_KEY"),
     ],
 )
 def test_from_env_errors(environ, message):
     with pytest.raises(SettingsError, match=message):
         ServerSettings.from_env(environ)
+
+
+def test_api_key_not_in_settings_error():
+    with pytest.raises(SettingsError) as raised:
+        ServerSettings(model_dir="m", auth_mode="api_key", api_key="sécret-key-42")
+
+    assert "sécret" not in str(raised.value)
+    assert "printable ASCII" in str(raised.value)
 
 
 def free_port() -> int:

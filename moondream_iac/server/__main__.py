@@ -30,6 +30,7 @@ SETTING_OPTIONS = (
     ("--spec-hash", str, "deploy spec hash, reported by /v1/health"),
     ("--queue-size", int, "requests that may wait for the model [32]"),
     ("--request-timeout-s", float, "seconds a request may wait and run [120]"),
+    ("--body-timeout-s", float, "seconds the request body may take to arrive [30]"),
     ("--max-body-bytes", int, "largest request body in bytes [20971520]"),
     ("--max-image-pixels", int, "largest image, width times height [16000000]"),
 )

@@ -8,9 +8,9 @@ the same handler.
 Every response carries ``X-Request-Id``; JSON bodies also carry ``request_id``. A
 successful JSON response carries ``Server-Timing: queue;dur=…, model;dur=…`` in
 milliseconds, plus ``encode;dur=…`` (part of the model time) when the image missed the
-cache. Errors are ``{"error": "..."}`` with a 4xx status, or 503 with
-``Retry-After`` for a loading model, a full queue or a timeout, because Magnitude retries
-only on 429, 503 and 524.
+cache. Errors are ``{"error": "..."}`` with a 4xx status (408 for a body that does not
+arrive within ``body_timeout_s``), or 503 with ``Retry-After`` for a loading model, a full
+queue or a timeout, because Magnitude retries only on 429, 503 and 524.
 
 Each request logs one JSON line on the ``moondream_iac.server.requests`` logger: request
 id, route, status, total, queue wait, image decode and model times, and whether the
@@ -89,7 +89,7 @@ def create_app(
         if runtime.model is None and loader is not None:
             runtime.start_loading(loader)
         yield
-        runtime.worker.shutdown()
+        runtime.shutdown()
 
     app = FastAPI(
         title="Moondream API (moondream_iac)",
@@ -145,19 +145,27 @@ async def _serve(runtime: Runtime, name: str, operation: Callable[..., Any], req
     try:
         check_api_key(runtime.settings, request.headers)
         runtime.require_model()
+        # The body is read before the request joins the queue, so a client that sends it
+        # slowly takes no queue place. A full queue still answers 503 before the read.
+        runtime.check_queue()
+        raw = await _read_body_in_time(runtime, request, context)
         runtime.admit()
         admitted = True
-        body = parse_json_object(await _read_body(request, runtime.settings.max_body_bytes))
+        body = parse_json_object(raw)
         result = await operation(runtime, body, context)
     except ApiError as error:
         context.extra["error"] = error.message
         response = _error_response(error, context.request_id)
     except Exception as error:  # noqa: BLE001 - any other failure is a 500 with a log line
         logger.error(
-            "request %s to /v1/%s failed: %s",
+            "request %s to /v1/%s failed with an unexpected error: %s",
             context.request_id, name, runtime.redact(f"{type(error).__name__}: {error}"),
         )
-        response = _error_response(ApiError(500, "internal error: the model call failed"), context.request_id)
+        message = (
+            "internal error: the server failed on this request; "
+            f"its log has the cause under request id {context.request_id}"
+        )
+        response = _error_response(ApiError(500, message), context.request_id)
     else:
         if isinstance(result, handlers.StreamResult):
             # The stream counts as in flight until its last event is sent.
@@ -172,6 +180,30 @@ async def _serve(runtime: Runtime, name: str, operation: Callable[..., Any], req
 
     _log_request(runtime, name, response.status_code, context, started)
     return response
+
+
+async def _read_body_in_time(runtime: Runtime, request: "Request", context: handlers.CallContext) -> bytes:
+    """Read the body within ``body_timeout_s`` and the request deadline, or raise ApiError 408."""
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    settings = runtime.settings
+    timeout_s = min(settings.body_timeout_s, context.remaining_s())
+    runtime.start_reading()
+    try:
+        return await asyncio.wait_for(_read_body(request, settings.max_body_bytes), timeout_s)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {timeout_s:.1f} s; send the whole body at once",
+            headers={"Connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        # The client has gone and gets no response, but the log line records a client error.
+        raise ApiError(400, "the client closed the connection before sending the whole body") from None
+    finally:
+        runtime.finish_reading()
 
 
 async def _read_body(request: "Request", limit: int) -> bytes:

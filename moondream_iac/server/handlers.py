@@ -34,6 +34,8 @@ class CallContext:
     image: "PreparedImage | None" = None
     cache_hit: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The image decode running on a decode thread, which keeps the pipeline slot until it ends.
+    decoding: asyncio.Future[Any] | None = None
 
     def remaining_s(self) -> float:
         return max(0.001, self.deadline - time.perf_counter())
@@ -179,7 +181,8 @@ async def _pipeline_slot(runtime: Runtime, context: CallContext) -> AsyncIterato
     """Hold one of the few slots for decoding an image and calling the model.
 
     A stream gives its slot back once its first piece arrives, when the decoded image
-    is no longer needed.
+    is no longer needed. A decode still running when the request ends keeps the slot
+    until it finishes, so at most ``PIPELINE_DEPTH`` decodes run at once.
     """
     try:
         await asyncio.wait_for(runtime.pipeline_slots.acquire(), context.remaining_s())
@@ -190,17 +193,44 @@ async def _pipeline_slot(runtime: Runtime, context: CallContext) -> AsyncIterato
     try:
         yield
     finally:
-        runtime.pipeline_slots.release()
+        decoding = context.decoding
+        if decoding is None or decoding.done():
+            runtime.pipeline_slots.release()
+        else:
+            decoding.add_done_callback(lambda _: runtime.pipeline_slots.release())
 
 
 async def _prepare_image(runtime: Runtime, image_url: str, context: CallContext) -> PreparedImage:
-    """Decode base64, look up the cache, and decode the image on a miss, off the event loop."""
+    """Decode base64, look up the cache, and decode the image on a miss, on a decode thread.
+
+    Raises a 503 when the request deadline passes first.
+    NOTE: a Python thread cannot be stopped, so a decode past the deadline runs to its
+    end. The JPEG scan limit and the pixel limit bound how long that takes.
+    """
     started = time.perf_counter()
-    image = await asyncio.to_thread(_prepare_image_now, runtime, image_url)
+    loop = asyncio.get_running_loop()
+    context.decoding = loop.run_in_executor(runtime.decode_executor, _prepare_image_now, runtime, image_url)
+    context.decoding.add_done_callback(_retrieve_exception)
+
+    done, _ = await asyncio.wait({context.decoding}, timeout=context.remaining_s())
+    if not done:
+        logger.warning(
+            "request %s: the image decode passed the request deadline and keeps running", context.request_id
+        )
+        raise unavailable(
+            "the request timed out while decoding the image; retry shortly", TIMEOUT_RETRY_AFTER_S
+        )
+    image = context.decoding.result()
     context.image_ms = (time.perf_counter() - started) * 1000.0
     context.cache_hit = image.encoded is not None
     context.image = image
     return image
+
+
+def _retrieve_exception(future: asyncio.Future[Any]) -> None:
+    """Mark the exception of an abandoned decode as seen, so asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _prepare_image_now(runtime: Runtime, image_url: str) -> PreparedImage:

@@ -20,6 +20,12 @@ from moondream_iac.server.api_error import ApiError
 
 ALLOWED_FORMATS = ("PNG", "JPEG")
 DATA_URL_MEDIA_TYPES = ("image/png", "image/jpeg", "image/jpg")
+# Scans (SOS markers, FF DA) in one JPEG. Encoders write 1 for a baseline image and about
+# 10 for a progressive one. libjpeg decodes each progressive scan over the whole image, so
+# a small file that repeats a scan thousands of times takes seconds of CPU to decode.
+MAX_JPEG_SCANS = 64
+JPEG_START = b"\xff\xd8"
+SOS_MARKER = b"\xff\xda"
 
 
 @dataclass(frozen=True)
@@ -84,18 +90,16 @@ def _data_url_payload(image_url: str) -> str:
 def decode_image(image: ImageBytes, max_pixels: int) -> Any:
     """Decode PNG or JPEG bytes into an RGB PIL image. Raises ApiError 400 or 413.
 
-    The pixel count is checked on the header, before the pixels are decoded, so a
-    small file that declares a huge image costs no memory.
+    The pixel count and the JPEG scan count are checked before the pixels are decoded,
+    so a small file that declares a huge image, or repeats a scan thousands of times,
+    costs neither memory nor CPU time.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        opened = Image.open(BytesIO(image.data), formats=ALLOWED_FORMATS)
-    except UnidentifiedImageError:
-        raise ApiError(400, "invalid image_url: the data is not a PNG or JPEG image") from None
-    except Image.DecompressionBombError:
-        raise ApiError(413, "invalid image_url: the image has too many pixels") from None
+    if image.data.startswith(JPEG_START):
+        check_jpeg_scans(image.data, MAX_JPEG_SCANS)
 
+    opened = _open_image(image.data)
     width, height = opened.size
     if width * height > max_pixels:
         raise ApiError(
@@ -106,11 +110,94 @@ def decode_image(image: ImageBytes, max_pixels: int) -> Any:
 
     try:
         opened.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ApiError(400, f"invalid image_url: the {opened.format} image cannot be decoded ({error})") from None
-    if opened.mode != "RGB":
-        return opened.convert("RGB")
+        if opened.mode != "RGB":
+            return opened.convert("RGB")
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types on corrupt data
+        raise ApiError(
+            400, f"invalid image_url: the {opened.format} image cannot be decoded ({_describe(error)})"
+        ) from None
     return opened
+
+
+def _open_image(data: bytes) -> Any:
+    """Open PNG or JPEG bytes and read the header only. Raises ApiError 400 or 413."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise ApiError(400, "invalid image_url: the data is not a PNG or JPEG image") from None
+    except Image.DecompressionBombError:
+        raise ApiError(413, "invalid image_url: the image has too many pixels") from None
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a corrupt header raises OSError, SyntaxError and others
+        raise ApiError(
+            400, f"invalid image_url: the image header cannot be read ({_describe(error)})"
+        ) from None
+
+
+def _describe(error: Exception) -> str:
+    text = str(error)[:120]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def check_jpeg_scans(data: bytes, max_scans: int) -> None:
+    """Raise ApiError 400 when the JPEG ``data`` has more than ``max_scans`` scans."""
+    if data.count(SOS_MARKER) <= max_scans:
+        return
+    # FF DA may also occur inside metadata such as an EXIF thumbnail, so count exactly.
+    scans = count_jpeg_scans(data, stop_after=max_scans + 1)
+    if scans > max_scans:
+        raise ApiError(
+            400,
+            f"invalid image_url: the JPEG image has more than {max_scans} scans (SOS markers); "
+            "progressive encoders write about 10, so re-encode the image",
+        )
+
+
+def count_jpeg_scans(data: bytes, *, stop_after: int) -> int:
+    """Count the scans of a JPEG as a decoder meets them, stopping at ``stop_after``.
+
+    The walk skips marker segments by their length and entropy-coded data up to the
+    next marker, as libjpeg does. It stops at EOI or at data it cannot follow.
+    """
+    scans = 0
+    position = len(JPEG_START)
+    while scans < stop_after and position + 4 <= len(data):
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if marker == 0xD9:
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            position = _skip_entropy_data(data, position)
+    return scans
+
+
+def _skip_entropy_data(data: bytes, position: int) -> int:
+    """Return the offset of the first marker at or after ``position`` in entropy-coded data."""
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return len(data)
+        following = data[position + 1]
+        if following == 0xFF:
+            position += 1
+        elif following == 0x00 or 0xD0 <= following <= 0xD7:
+            position += 2
+        else:
+            return position
 
 
 class ImageCache:

@@ -15,6 +15,10 @@ from moondream_iac.server.api_error import ApiError
 
 CAPTION_LENGTHS = ("short", "normal", "long")
 MAX_TEXT_CHARS = 4096
+# Digits of a JSON integer that is parsed as a number. Longer ones are kept as
+# OversizedInteger, so the field check names the field. Python refuses to parse integers
+# of more than 4300 digits, and no field of this API needs more than a few.
+MAX_INTEGER_DIGITS = 1000
 # Known sampling settings: (type, minimum, maximum). Other keys are dropped.
 SETTINGS_LIMITS: dict[str, tuple[type, float, float]] = {
     "temperature": (float, 0.0, 2.0),
@@ -50,13 +54,31 @@ class RegionRequest:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OversizedInteger:
+    """A JSON integer of more than ``MAX_INTEGER_DIGITS`` digits, left unparsed."""
+
+    digits: int
+
+
+def _parse_integer(text: str) -> int | OversizedInteger:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        return OversizedInteger(digits=len(text.lstrip("-")))
+    return int(text)
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Parse a request body that must be a JSON object. Raises ApiError 400."""
     if not raw:
         raise ApiError(400, "the request body is empty: send a JSON object")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        body = json.loads(raw, parse_int=_parse_integer)
+    except RecursionError:
+        raise ApiError(
+            400, "the request body is not valid JSON for this API: arrays and objects nest too deeply"
+        ) from None
+    except ValueError as error:
+        # json.JSONDecodeError and UnicodeDecodeError are both ValueErrors.
         raise ApiError(400, f"the request body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, not {_type_name(body)}")
@@ -110,11 +132,26 @@ def _optional_string(body: dict[str, Any], name: str, *, max_chars: int | None =
         return None
     if not isinstance(value, str):
         raise ApiError(400, f"invalid field '{name}': expected a string, got {_type_name(value)}")
+    if not _is_valid_unicode(value):
+        raise ApiError(
+            400,
+            f"invalid field '{name}': the string contains a lone UTF-16 surrogate escape such as "
+            "\\ud800, which is not valid Unicode text; escape a character outside the BMP as a "
+            "surrogate pair, or send it as UTF-8",
+        )
     if max_chars is not None and len(value) > max_chars:
         raise ApiError(
             400, f"invalid field '{name}': {len(value)} characters, above the limit of {max_chars}"
         )
     return value
+
+
+def _is_valid_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _optional_bool(body: dict[str, Any], name: str) -> bool:
@@ -144,20 +181,24 @@ def _settings(body: dict[str, Any]) -> dict[str, Any]:
 
 def _setting_value(name: str, value: Any, kind: type, minimum: float, maximum: float) -> Any:
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int and is_number and float(value).is_integer():
-        value = int(value)
-    elif kind is float and is_number:
-        value = float(value)
-    else:
+    is_whole = is_number and (isinstance(value, int) or value.is_integer())
+    if not is_number or (kind is int and not is_whole):
         expected = "an integer" if kind is int else "a number"
         raise ApiError(
             400, f"invalid field 'settings.{name}': expected {expected}, got {_type_name(value)}"
         )
+    if kind is int:
+        value = int(value)
+    # Compared before float(), which raises OverflowError on an integer above about 1e308.
     if not minimum <= value <= maximum:
         raise ApiError(
-            400, f"invalid field 'settings.{name}': {value} is outside {minimum} to {maximum}"
+            400, f"invalid field 'settings.{name}': {_shorten(str(value))} is outside {minimum} to {maximum}"
         )
-    return value
+    return float(value) if kind is float else value
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _type_name(value: Any) -> str:
@@ -165,8 +206,10 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, OversizedInteger):
+        return f"an integer of {value.digits} digits, above the limit of {MAX_INTEGER_DIGITS}"
     if isinstance(value, (int, float)):
-        return f"the number {value}"
+        return f"the number {_shorten(str(value))}"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):

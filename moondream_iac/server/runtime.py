@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -23,13 +24,17 @@ QUEUE_FULL_RETRY_AFTER_S = 1
 # once: one running, the others decoded and ready. This bounds the memory that decoded
 # images take (up to 48 MB each at 16 megapixels) while keeping the model thread fed.
 PIPELINE_DEPTH = 3
+# Request bodies read at once, per place in the queue. Bodies are read before a request
+# joins the queue, so a slow sender takes no queue place, but their memory still needs a bound.
+READING_PER_QUEUE_PLACE = 4
 
 
 class Runtime:
     """The model (once loaded), the model worker, the image cache, the queue and the load status.
 
     ``in_flight`` counts admitted API requests, from the admission check to the last
-    byte of the response. It is read and written on the event loop only.
+    byte of the response. ``reading`` counts requests whose body is being read, before
+    admission. Both are read and written on the event loop only.
     """
 
     def __init__(self, settings: ServerSettings, model: Any = None) -> None:
@@ -41,26 +46,53 @@ class Runtime:
         self.worker = ModelWorker()
         self.image_cache = ImageCache(settings.image_cache_size)
         self.pipeline_slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        self.decode_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=PIPELINE_DEPTH, thread_name_prefix="moondream-decode"
+        )
         self.in_flight = 0
+        self.reading = 0
+        self.max_reading = READING_PER_QUEUE_PLACE * (settings.queue_size + 1)
 
     @property
     def waiting(self) -> int:
         """Admitted requests not yet on the model (the running one is counted as one)."""
         return max(0, self.in_flight - 1)
 
-    def admit(self) -> None:
-        """Count a new request in, or raise a 503 when ``queue_size`` requests already wait."""
+    def check_queue(self) -> None:
+        """Raise a 503 when ``queue_size`` requests already wait for the model."""
         if self.in_flight > self.settings.queue_size:
             raise unavailable(
                 f"the server is busy: {self.settings.queue_size} requests are already waiting "
                 "for the model; retry shortly",
                 QUEUE_FULL_RETRY_AFTER_S,
             )
+
+    def admit(self) -> None:
+        """Count a new request in, or raise a 503 when the queue is full."""
+        self.check_queue()
         self.in_flight += 1
 
     def release(self) -> None:
         """Count a finished request out."""
         self.in_flight -= 1
+
+    def start_reading(self) -> None:
+        """Count a body read in, or raise a 503 when ``max_reading`` bodies are being read."""
+        if self.reading >= self.max_reading:
+            raise unavailable(
+                f"the server is busy: {self.reading} request bodies are being received; retry shortly",
+                QUEUE_FULL_RETRY_AFTER_S,
+            )
+        self.reading += 1
+
+    def finish_reading(self) -> None:
+        """Count a finished body read out."""
+        self.reading -= 1
+
+    def shutdown(self) -> None:
+        """Drop the waiting model calls and image decodes; running ones finish in the background."""
+        self.worker.shutdown()
+        self.decode_executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def ready(self) -> bool:
@@ -124,7 +156,12 @@ class Runtime:
             "spec_hash": settings.spec_hash,
             "tool_version": settings.tool_version,
             "auth_mode": settings.auth_mode,
-            "queue": {"waiting": self.waiting, "in_flight": self.in_flight, "size": settings.queue_size},
+            "queue": {
+                "waiting": self.waiting,
+                "in_flight": self.in_flight,
+                "size": settings.queue_size,
+                "reading": self.reading,
+            },
             "load_seconds": self.load_seconds,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
         }

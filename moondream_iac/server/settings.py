@@ -19,7 +19,8 @@ The rendered Modal app and the local target configure the server with these vari
   [``MOONDREAM_API_KEY``]. The key itself is read from that variable.
 - ``MOONDREAM_IAC_MAX_BODY_BYTES`` [20971520], ``MOONDREAM_IAC_MAX_IMAGE_PIXELS``
   [16000000], ``MOONDREAM_IAC_QUEUE_SIZE`` [32], ``MOONDREAM_IAC_REQUEST_TIMEOUT_S``
-  [120], ``MOONDREAM_IAC_IMAGE_CACHE_SIZE`` [8]: limits, see ``ServerSettings``.
+  [120], ``MOONDREAM_IAC_BODY_TIMEOUT_S`` [30], ``MOONDREAM_IAC_IMAGE_CACHE_SIZE`` [8]:
+  limits, see ``ServerSettings``.
 - ``MOONDREAM_IAC_SPEC_HASH``, ``MOONDREAM_IAC_TOOL_VERSION``: reported by
   ``/v1/health`` so a plan can compare the live deployment with the spec.
 - ``MOONDREAM_IAC_HOST`` [127.0.0.1], ``MOONDREAM_IAC_PORT`` [2020]: where to listen.
@@ -70,6 +71,9 @@ class ServerSettings:
     queue_size: int = 32
     # Queue wait plus model time of one request. Modal ends web requests after 150 s.
     request_timeout_s: float = 120.0
+    # Seconds the whole request body may take to arrive, counted in request_timeout_s.
+    # A slower body gets 408, so a client that trickles bytes cannot hold a connection.
+    body_timeout_s: float = 30.0
     # Encoded images kept, keyed by the sha256 of the image bytes.
     # NOTE: an encoding of the 2025 model code contains the image's key/value cache on the
     # model's device: by estimate about 140 MB in bfloat16 (24 layers, 2048 wide, about
@@ -98,6 +102,12 @@ class ServerSettings:
                 f"auth_mode is api_key but no API key is set: put the key in the "
                 f"{self.api_key_env} environment variable, or set auth_mode to none or proxy"
             )
+        if self.api_key and not _is_header_safe(self.api_key):
+            raise SettingsError(
+                f"invalid API key in {self.api_key_env}: it contains non-ASCII characters, control "
+                "characters or leading or trailing spaces, which HTTP headers cannot carry unchanged; "
+                "use a key of printable ASCII characters"
+            )
         if self.dtype not in DTYPES:
             raise SettingsError(
                 f"invalid dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}"
@@ -109,6 +119,7 @@ class ServerSettings:
             "max_image_pixels": self.max_image_pixels,
             "queue_size": self.queue_size,
             "request_timeout_s": self.request_timeout_s,
+            "body_timeout_s": self.body_timeout_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -154,12 +165,22 @@ _PARSERS = {
     "max_image_pixels": int,
     "queue_size": int,
     "request_timeout_s": float,
+    "body_timeout_s": float,
     "image_cache_size": int,
     "spec_hash": str,
     "tool_version": str,
     "host": str,
     "port": int,
 }
+
+
+def _is_header_safe(value: str) -> bool:
+    """Return whether ``value`` reaches the server unchanged as an HTTP header value.
+
+    Servers decode header bytes as Latin-1 and strip surrounding whitespace, so a
+    non-ASCII key sent as UTF-8 never matches.
+    """
+    return value.isascii() and value.isprintable() and value == value.strip()
 
 
 def _values_from_env(environ: Mapping[str, str]) -> dict[str, object]:
