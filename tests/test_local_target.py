@@ -311,8 +311,8 @@ def test_rollback_restores_previous_spec(make_target, key_env):
     port = free_port()
     old = make_target(port=port, queue_size=11)
     new = make_target(port=port, queue_size=12)
-    new.write_record({"spec": normalised(old.spec), "spec_hash": spec_hash(old.spec)})
-    new.write_record({"spec": normalised(new.spec), "spec_hash": spec_hash(new.spec)})
+    new.write_record({"record_version": 1, "spec": normalised(old.spec), "spec_hash": spec_hash(old.spec)})
+    new.write_record({"record_version": 1, "spec": normalised(new.spec), "spec_hash": spec_hash(new.spec)})
     new.deploy(tag="new")
 
     new.rollback()
@@ -330,16 +330,31 @@ def test_rollback_without_previous_fails(make_target):
         target.rollback()
 
 
+def test_rollback_rejects_edited_previous(make_target):
+    target = make_target()
+    target.state_dir.mkdir(parents=True, exist_ok=True)
+    target.previous_record_path.write_text(json.dumps({"record_version": 1, "spec": "x"}))
+
+    with pytest.raises(TargetError) as caught:
+        target.rollback()
+
+    assert str(target.previous_record_path) in str(caught.value)
+    assert "'spec' is a string" in str(caught.value)
+
+
 def test_write_record_keeps_previous(make_target):
     target = make_target()
 
-    target.write_record({"spec_hash": "a", "applied_at": "t1"})
-    target.write_record({"spec_hash": "a", "applied_at": "t2"})
-    target.write_record({"spec_hash": "b", "applied_at": "t3"})
+    def record(digest: str, applied_at: str) -> dict:
+        return {"record_version": 1, "spec": {}, "spec_hash": digest, "applied_at": applied_at}
 
-    assert target.read_record() == {"spec_hash": "b", "applied_at": "t3"}
+    target.write_record(record("a", "t1"))
+    target.write_record(record("a", "t2"))
+    target.write_record(record("b", "t3"))
+
+    assert target.read_record() == record("b", "t3")
     previous = json.loads(target.previous_record_path.read_text())
-    assert previous == {"spec_hash": "a", "applied_at": "t2"}
+    assert previous == record("a", "t2")
 
 
 def test_destroy_stops_server(make_target, key_env):
@@ -530,6 +545,111 @@ def test_stale_pid_reused_not_signalled(make_target, mismatch):
         bystander.wait()
 
 
+def wait_for_cmdline(pid: int, expected: list[str]) -> list[str]:
+    assert wait_for(lambda: local_process.process_cmdline(pid) == expected, timeout_s=10)
+    return expected
+
+
+@pytest.mark.parametrize("foreground", [False, True])
+def test_forged_pid_file_not_signalled(make_target, foreground):
+    target = make_target()
+    victim = subprocess.Popen(["setsid", "sleep", "300"])
+    try:
+        cmdline = wait_for_cmdline(victim.pid, ["sleep", "300"])
+        record = local_process.PidRecord(
+            pid=victim.pid, start_token=local_process.process_start_token(victim.pid),
+            cmdline=cmdline, host="127.0.0.1", port=target.spec.local.port, spec_hash="x",
+            model_sha="y", tag="t", started_at="2026-01-01T00:00:00Z",
+            log_file=str(target.log_path), foreground=foreground, own_group=True,
+        )
+        local_process.write_pid_file(target.pid_path, record)
+
+        target.destroy()
+
+        assert victim.poll() is None
+        assert not target.pid_path.exists()
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@pytest.mark.parametrize(("cmdline", "foreground", "expected"), [
+    ([sys.executable, "-m", "moondream_iac.server"], False, True),
+    (["/usr/bin/python3", "-m", "moondream_iac.server"], True, True),
+    ([sys.executable, "-m", "moondream_iac", "apply", "--foreground"], True, True),
+    ([sys.executable, "/venv/bin/moondream-iac", "apply", "--foreground", "-f", "d.yaml"], True, True),
+    ([sys.executable, "-m", "moondream_iac", "apply", "--foreground"], False, False),
+    ([sys.executable, "-m", "moondream_iac", "apply"], True, False),
+    ([sys.executable, "-m", "moondream_iac.server", "--port", "1"], False, False),
+    (["sleep", "300"], True, False),
+    (["sleep", "300", "--foreground"], True, False),
+    ([], True, False),
+])
+def test_server_cmdline_forms(cmdline, foreground, expected):
+    assert local_process.is_server_cmdline(cmdline, foreground=foreground) is expected
+
+
+def test_group_signalled_only_when_owned():
+    leader = subprocess.Popen(["setsid", "sh", "-c", "sleep 300 & echo $!; wait"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        member = int(leader.stdout.readline())
+        record = local_process.PidRecord(
+            pid=leader.pid, start_token="1", cmdline=local_process.server_command(),
+            host="127.0.0.1", port=1, spec_hash="x", model_sha="y", tag="t",
+            started_at="2026-01-01T00:00:00Z", log_file="server.log", own_group=False,
+        )
+
+        local_process.stop_process(record, is_alive=lambda _: leader.poll() is None)
+
+        assert leader.poll() is not None
+        assert local_process.process_start_token(member) is not None
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def test_log_symlink_not_followed(tmp_path):
+    outside = tmp_path / "outside.txt"
+    log_path = tmp_path / "state" / "server.log"
+    log_path.parent.mkdir()
+    log_path.symlink_to(outside)
+
+    with pytest.raises(TargetError) as caught:
+        local_process.open_log(log_path)
+
+    assert "symbolic link" in str(caught.value)
+    assert str(log_path) in str(caught.value)
+    assert not outside.exists()
+
+
+def test_dangling_log_link_rotated_aside(tmp_path):
+    outside = tmp_path / "outside.txt"
+    log_path = tmp_path / "state" / "server.log"
+    log_path.parent.mkdir()
+    log_path.symlink_to(outside)
+    env = {"PATH": os.environ.get("PATH", ""), "MOONDREAM_IAC_PORT": "not-a-port"}
+
+    process = local_process.start_server(env=env, log_path=log_path, cwd=tmp_path)
+    process.wait(timeout=60)
+
+    assert not outside.exists()
+    assert not log_path.is_symlink()
+    assert log_path.is_file()
+    assert (tmp_path / "state" / "server.log.1").is_symlink()
+
+
+def test_log_tail_skips_symlink(tmp_path):
+    secret_file = tmp_path / "other.txt"
+    secret_file.write_text("private line\n")
+    log_path = tmp_path / "server.log"
+    log_path.symlink_to(secret_file)
+
+    lines = local_process.log_tail(log_path)
+
+    assert not any("private line" in line for line in lines)
+
+
 def test_unreadable_pid_file_ignored(make_target):
     target = make_target()
     target.state_dir.mkdir(parents=True, exist_ok=True)
@@ -588,10 +708,15 @@ LocalTarget(load_config(Path(sys.argv[1]))).serve_foreground()
 
 
 @pytest.mark.parametrize("mode", ["in-process", "hub-imported"])
-def test_serve_foreground_until_sigint(make_target, key_env, mode):
+def test_serve_foreground_until_sigint(make_target, key_env, mode, tmp_path):
     target = make_target()
+    # Run the script the way the `moondream-iac` console script runs, with --foreground,
+    # because status and destroy trust only a pid file whose command line has that form.
+    script = tmp_path / "bin" / "moondream-iac"
+    script.parent.mkdir()
+    script.write_text(FOREGROUND_SCRIPT)
     server = subprocess.Popen(
-        [sys.executable, "-c", FOREGROUND_SCRIPT, str(target.loaded.path), mode],
+        [sys.executable, str(script), str(target.loaded.path), mode, "--foreground"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         ready = wait_for(lambda: (target.live_health() or {}).get("status") == "ready")

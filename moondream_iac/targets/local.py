@@ -129,7 +129,7 @@ class LocalTarget:
 
     def write_record(self, record: dict[str, Any]) -> None:
         """Store ``record``; the record it replaces is kept for rollback when they differ."""
-        current = self.read_record()
+        current = _read_json(self.record_path)
         if current is not None and _record_identity(current) != _record_identity(record):
             write_atomic(self.previous_record_path, _json_text(current))
         write_atomic(self.record_path, _json_text(record))
@@ -209,7 +209,7 @@ class LocalTarget:
         process = proc.start_server(env=env, log_path=self.log_path, cwd=self.deploy_dir)
         try:
             record = self._pid_record(process.pid, spec, snapshot, tag=tag, spec_digest=spec_digest,
-                                      cmdline=proc.server_command())
+                                      cmdline=proc.server_command(), own_group=True)
         except TargetError:
             code = process.wait(timeout=proc.STOP_TIMEOUT_S)
             raise TargetError(
@@ -232,7 +232,7 @@ class LocalTarget:
 
     def _pid_record(self, pid: int, spec: DeploySpec, snapshot: Snapshot, *, tag: str,
                     spec_digest: str, foreground: bool = False,
-                    cmdline: list[str] | None = None) -> proc.PidRecord:
+                    cmdline: list[str] | None = None, own_group: bool = False) -> proc.PidRecord:
         """Describe process ``pid`` for the pid file.
 
         Pass ``cmdline`` for a process just started: until its execve finishes setting up
@@ -248,6 +248,7 @@ class LocalTarget:
             host=spec.local.host, port=spec.local.port,
             spec_hash=spec_digest, model_sha=snapshot.sha, tag=tag,
             started_at=_utc_now(), log_file=str(self.log_path), foreground=foreground,
+            own_group=own_group,
         )
 
     def _outcome(self, record: proc.PidRecord, *, restarted: bool) -> DeployOutcome:
@@ -291,6 +292,12 @@ class LocalTarget:
         env = child_environment(spec, snapshot, key, spec_digest=digest)
         record = self._pid_record(os.getpid(), spec, snapshot, tag=tag, spec_digest=digest,
                                   foreground=True)
+        if not _hub_imported() and not proc.is_server_cmdline(record.cmdline, foreground=True):
+            logger.warning(
+                "this process runs as %r, not as `moondream-iac apply --foreground`, so status "
+                "and destroy from another shell will treat its pid file as stale",
+                " ".join(record.cmdline)[:200],
+            )
         if _hub_imported():
             self._exec_server(record, env)
 

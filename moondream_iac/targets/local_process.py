@@ -2,9 +2,11 @@
 
 A pid file records the pid together with the process's start time and command line.
 A pid from the file is trusted only while a live process with that pid has the same
-start time and command line, so a pid that the system reused for another program is
-never signalled. Only the pid file's own process group is signalled, and only when
-that process leads the group (it was started with a new session).
+start time and command line, and only when that command line is the server's own
+(``python -m moondream_iac.server``, or the CLI's ``--foreground`` form). So neither a
+pid that the system reused for another program nor a forged pid file describing one
+gets a signal. A whole process group is signalled only when the record marks it as
+created by ``start_server`` (``own_group``) and the process still leads it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from moondream_iac.errors import TargetError
 from moondream_iac.weights.layout import write_atomic
@@ -29,6 +31,8 @@ from moondream_iac.weights.layout import write_atomic
 logger = logging.getLogger("moondream_iac.targets.local")
 
 SERVER_MODULE = "moondream_iac.server"
+CLI_MODULE = "moondream_iac"
+CLI_SCRIPT_NAMES = ("moondream-iac", "moondream_iac")
 LOG_TAIL_LINES = 20
 HEALTH_POLL_S = 0.25
 HEALTH_REQUEST_TIMEOUT_S = 5.0
@@ -61,6 +65,8 @@ class PidRecord:
     started_at: str
     log_file: str
     foreground: bool = False
+    # True when start_server started the process as the leader of a new session.
+    own_group: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,8 +109,9 @@ def read_pid_file(path: Path) -> PidRecord | None:
 def running_record(path: Path) -> PidRecord | None:
     """Return the pid file's record when its process still runs; remove a stale file.
 
-    The file is stale when the process is gone, is a zombie, or when the pid now
-    belongs to another program (different start time or command line).
+    The file is stale when the process is gone, is a zombie, when the pid now belongs
+    to another program (different start time or command line), or when the recorded
+    command line is not the server's.
     """
     record = read_pid_file(path)
     if record is None:
@@ -124,12 +131,31 @@ def running_record(path: Path) -> PidRecord | None:
 
 
 def is_same_process(record: PidRecord) -> bool:
-    """Return whether the pid of ``record`` is still the process that the record describes."""
+    """Return whether the pid of ``record`` is still the server process that the record describes."""
+    if not is_server_cmdline(list(record.cmdline), foreground=record.foreground):
+        return False
     _reap(record.pid)
     token = process_start_token(record.pid)
     if token is None or token != record.start_token:
         return False
     return process_cmdline(record.pid) == list(record.cmdline)
+
+
+def is_server_cmdline(cmdline: list[str], *, foreground: bool) -> bool:
+    """Return whether ``cmdline`` starts the server: ``server_command()``, or for a foreground
+    record the CLI run with ``--foreground``.
+
+    The interpreter path is not compared, because the CLI that reads the pid file may run
+    under another Python than the one that started the server.
+    """
+    if len(cmdline) == 3 and cmdline[1:] == ["-m", SERVER_MODULE]:
+        return True
+    if not foreground or "--foreground" not in cmdline[1:]:
+        return False
+    # `python -m moondream_iac ...`, or the `moondream-iac` console script run by Python.
+    runs_module = cmdline[1:3] == ["-m", CLI_MODULE]
+    runs_script = any(Path(part).name in CLI_SCRIPT_NAMES for part in cmdline[:2])
+    return runs_module or runs_script
 
 
 def process_start_token(pid: int) -> str | None:
@@ -206,7 +232,7 @@ def start_server(
     """Start the server in a new session with stdout and stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _rotate_log(log_path)
-    with open(log_path, "ab") as log:
+    with open_log(log_path) as log:
         return subprocess.Popen(
             server_command(),
             env=dict(env),
@@ -219,9 +245,31 @@ def start_server(
         )
 
 
+def open_log(log_path: Path) -> BinaryIO:
+    """Open ``log_path`` for appending without following a symbolic link at that name.
+
+    Raises TargetError when the name is a symbolic link, so the server's output never
+    lands in a file the link points to.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(log_path, flags, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise TargetError(
+                f"the server log {log_path} is a symbolic link; delete it and rerun"
+            ) from None
+        raise TargetError(f"cannot open the server log {log_path}: {error.strerror or error}") from None
+    return os.fdopen(descriptor, "ab")
+
+
 def _rotate_log(log_path: Path) -> None:
-    """Keep the previous run's log as ``<name>.1`` so each start begins a fresh log."""
-    if log_path.exists():
+    """Keep the previous run's log as ``<name>.1`` so each start begins a fresh log.
+
+    os.replace renames the directory entry itself, so a symbolic link (even a dangling
+    one) is moved aside rather than followed.
+    """
+    if os.path.lexists(log_path):
         os.replace(log_path, log_path.with_name(log_path.name + ".1"))
 
 
@@ -327,9 +375,14 @@ def is_ready(health: dict[str, Any], expected_spec_hash: str) -> bool:
 def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     """Return the last ``lines`` lines of the log file, or an empty list when there is none."""
     try:
-        text = log_path.read_text("utf-8", errors="replace")
+        descriptor = os.open(log_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return []
+    except OSError as error:
+        # A symbolic link (ELOOP) is not read, so an error message never shows another file.
+        return [f"(cannot read {log_path}: {error.strerror or error})"]
+    with os.fdopen(descriptor, "rb") as log:
+        text = log.read().decode("utf-8", errors="replace")
     return text.splitlines()[-lines:]
 
 
@@ -391,7 +444,7 @@ def _wait_reaped(pid: int, timeout_s: float = 3.0) -> None:
 
 def _signal(record: PidRecord, signum: signal.Signals) -> None:
     try:
-        if _leads_group(record.pid):
+        if record.own_group and _leads_group(record.pid):
             os.killpg(record.pid, signum)
         else:
             os.kill(record.pid, signum)
