@@ -73,6 +73,8 @@ def file_lock(lock_path: Path, purpose: str, *, deployment: str) -> Iterator[Loc
     """
     import filelock
 
+    from moondream_iac.weights.layout import write_atomic
+
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     holder_path = lock_path.with_name(lock_path.name + ".holder.json")
@@ -85,14 +87,27 @@ def file_lock(lock_path: Path, purpose: str, *, deployment: str) -> Iterator[Loc
         raise LockHeldError(_held_message(deployment, holder, how_to_clear=(
             "wait for that run to finish; the lock is released when its process exits"
         ))) from None
+    except OSError as error:
+        raise LockHeldError(_unusable_lock_message(deployment, lock_path, error)) from None
 
     holder = current_holder(purpose)
     try:
-        holder_path.write_text(json.dumps(asdict(holder)) + "\n", encoding="utf-8")
+        # An atomic replace swaps a symbolic link at holder_path for a file instead of
+        # writing through it to the link's target.
+        write_atomic(holder_path, json.dumps(asdict(holder)) + "\n")
         yield holder
     finally:
         holder_path.unlink(missing_ok=True)
         lock.release()
+
+
+def _unusable_lock_message(deployment: str, lock_path: Path, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    if lock_path.is_symlink():
+        return (f"cannot lock deployment {deployment}: {lock_path} is a symbolic link "
+                f"({reason}); delete the link and rerun")
+    return (f"cannot lock deployment {deployment}: opening {lock_path} failed ({reason}); "
+            "make its folder writable by this user and rerun")
 
 
 def _read_holder_file(path: Path) -> LockHolder | None:
