@@ -74,11 +74,24 @@ class ModalTarget:
         The copy beside deploy.yaml is what a GitOps repository commits, so a reviewer
         sees the resolved commit sha and per-file hashes change in the pull request.
         """
-        from moondream_iac.weights.lock import WeightsLock, write_lock
+        from moondream_iac.weights.lock import (
+            WeightsLock,
+            pin_difference,
+            read_pinned_lock,
+            write_lock,
+        )
 
-        lock = dict(_functions().sync_weights(self.spec, self._render()) or {})
-        if lock:
-            write_lock(WeightsLock.from_dict(lock), Path(self.loaded.path).parent / "weights.lock")
+        path = Path(self.loaded.path).parent / "weights.lock"
+        pinned = read_pinned_lock(path)
+        lock = dict(_functions().sync_weights(
+            self.spec, self._render(), pinned.to_dict() if pinned else None) or {})
+        if not lock:
+            return lock
+
+        # An unchanged pin is left as it is, so a committed weights.lock shows no diff.
+        synced = WeightsLock.from_dict(lock)
+        if pinned is None or pin_difference(pinned, synced) is not None:
+            write_lock(synced, path)
         return lock
 
     def deploy(self, *, tag: str) -> DeployOutcome:

@@ -97,31 +97,34 @@ def server_url() -> str:
     return os.environ.get("MODAL_SERVER_URL") or profile.get("server_url") or DEFAULT_SERVER_URL
 
 
-def sync_weights(spec: DeploySpec, app_file: Path | None = None) -> dict[str, Any]:
+def sync_weights(spec: DeploySpec, app_file: Path | None = None,
+                 pinned: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the weights function of the app file in a short-lived Modal app; return the lock.
 
     The weights function belongs to a separate app (``<name>-weights``), so running it
     creates no GPU class and starts no serving container. Without ``app_file``, the spec
-    is rendered into a temporary folder for this run.
+    is rendered into a temporary folder for this run. ``pinned`` (the weights.lock
+    beside deploy.yaml, as a dict) makes the function refuse weights that differ from it.
     """
     modal = _import_modal()
     _preflight()
     if app_file is not None:
-        return _run_weights(modal, spec, app_file)
+        return _run_weights(modal, spec, app_file, pinned)
 
     from moondream_iac.render.renderer import render_to_dir
 
     with tempfile.TemporaryDirectory(prefix="moondream-iac-") as folder:
-        return _run_weights(modal, spec, render_to_dir(spec, Path(folder)))
+        return _run_weights(modal, spec, render_to_dir(spec, Path(folder)), pinned)
 
 
-def _run_weights(modal: Any, spec: DeploySpec, app_file: Path) -> dict[str, Any]:
+def _run_weights(modal: Any, spec: DeploySpec, app_file: Path,
+                 pinned: dict[str, Any] | None) -> dict[str, Any]:
     module = load_app_module(app_file)
     weights_function = getattr(module, WEIGHTS_FUNCTION)
     with _modal_errors(f"the weights step of {spec.model.repo}@{spec.model.revision}"):
         with _sdk_output(modal):
             with module.weights_app.run(environment_name=spec.app.environment):
-                return dict(weights_function.remote())
+                return dict(weights_function.remote(pinned))
 
 
 def deploy(spec: DeploySpec, app_file: Path, *, tag: str, with_weights: bool = False) -> DeployOutcome:

@@ -13,8 +13,14 @@ from pathlib import Path
 from moondream_iac.errors import WeightsError
 
 
-def run_weights_job(repo: str, revision: str, root: str | Path, token_env: str | None = None) -> dict:
-    """Sync ``repo``@``revision`` onto ``root`` and return the weights lock as a JSON-ready dict."""
+def run_weights_job(repo: str, revision: str, root: str | Path, token_env: str | None = None,
+                    pinned: dict | None = None) -> dict:
+    """Sync ``repo``@``revision`` onto ``root`` and return the weights lock as a JSON-ready dict.
+
+    ``pinned`` is the weights.lock committed beside deploy.yaml, as a dict: when it is for
+    the same repo and revision, the hub's commit and every file must match it.
+    """
+    from moondream_iac.weights.lock import WeightsLock
     from moondream_iac.weights.progress import ensure_log_handler
     from moondream_iac.weights.sync import sync_weights
 
@@ -28,6 +34,7 @@ def run_weights_job(repo: str, revision: str, root: str | Path, token_env: str |
                 "that defines it to the weights function"
             )
 
-    lock = sync_weights(repo, revision, Path(root), token=token)
+    pin = WeightsLock.from_dict(pinned) if pinned else None
+    lock = sync_weights(repo, revision, Path(root), token=token, pinned=pin)
     return lock.to_dict()
 

@@ -59,6 +59,7 @@ def sync_weights(
     endpoint: str | None = None,
     retries: int = DEFAULT_RETRIES,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    pinned: WeightsLock | None = None,
 ) -> WeightsLock:
     """Make ``root`` hold ``repo`` at ``revision``, verified, and return its lock.
 
@@ -69,12 +70,16 @@ def sync_weights(
     When ``lock_out`` is given, the lock is also written there (beside deploy.yaml). A
     lock already at ``lock_out`` for the same repo and revision pins the weights: the
     resolved commit and every file must match it, or WeightsError explains how to accept
-    the change. A lock there for another repo or revision is replaced.
+    the change. A lock there for another repo or revision is replaced. ``pinned`` pins
+    the same way without a file, for a caller that keeps weights.lock on another machine
+    (the Modal weights function); messages then name it weights.lock.
     """
     info = check_revision(repo, revision)
     layout = WeightsLayout(root)
     reporter = progress if progress is not None else make_progress()
     pin = _read_pin(Path(lock_out), repo, revision) if lock_out is not None else None
+    if pinned is not None and (pinned.repo, pinned.revision) == (repo, revision):
+        pin = _Pin(lock=pinned, path=Path(PINNED_LOCK_NAME))
     context = _SyncContext(
         repo=repo, revision=revision, info=info, layout=layout, token=token,
         endpoint=hub.resolve_endpoint(endpoint), progress=reporter, retries=max(retries, 0),
@@ -89,6 +94,10 @@ def sync_weights(
     if lock_out is not None and pin is None:
         write_lock(lock, Path(lock_out))
     return lock
+
+
+# How messages name a pinned lock that was passed in rather than read from a file.
+PINNED_LOCK_NAME = "weights.lock"
 
 
 @dataclass(frozen=True)

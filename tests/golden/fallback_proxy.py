@@ -91,11 +91,15 @@ weights_image = base_image.env(
     volumes={WEIGHTS_ROOT: volume},
     timeout=3600,
 )
-def sync_weights() -> dict[str, Any]:
-    """Download, verify and activate the pinned weights on the volume; return the lock."""
+def sync_weights(pinned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Download, verify and activate the pinned weights on the volume; return the lock.
+
+    ``pinned`` is the weights.lock committed beside deploy.yaml, which the hub must match.
+    """
     from moondream_iac.weights.remote import run_weights_job
 
-    lock = run_weights_job(MODEL_REPO, MODEL_REVISION, WEIGHTS_ROOT, token_env=HUB_TOKEN_ENV)
+    lock = run_weights_job(MODEL_REPO, MODEL_REVISION, WEIGHTS_ROOT, token_env=HUB_TOKEN_ENV,
+                           pinned=pinned)
     volume.commit()
     return lock
 
