@@ -112,6 +112,10 @@ def test_stream_error_sent_as_event(tiny_model, tiny_model_dir, serve_app, caplo
 
     with caplog.at_level(logging.INFO):
         response = httpx.post(server.base_url + "/v1/caption", json={**point_body(), "stream": True}, timeout=30)
+        # The server logs a stream after its last byte is sent, so the client may finish first.
+        deadline = time.monotonic() + 5
+        while not request_log_lines(caplog) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     events = [json.loads(line[6:]) for line in response.text.split("\n\n") if line.startswith("data: ")]
     assert response.status_code == 200
@@ -120,8 +124,11 @@ def test_stream_error_sent_as_event(tiny_model, tiny_model_dir, serve_app, caplo
     assert events[2]["error"] == "the model failed while streaming"
     assert "completed" not in events[2]
     assert len(events) == 3
-    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "moondream_iac.server.requests"]
-    assert logged[-1]["stream_error"] == "RuntimeError: CUDA out of memory"
+    assert request_log_lines(caplog)[-1]["stream_error"] == "RuntimeError: CUDA out of memory"
+
+
+def request_log_lines(caplog) -> list[dict]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "moondream_iac.server.requests"]
 
 
 def test_stream_events_end_with_completed(tiny_model, tiny_model_dir, serve_app):
