@@ -142,7 +142,7 @@ def set_layers(assignments: Sequence[str]) -> list[Layer]:
         location = Location("--set", index, 1, raw, not raw.lstrip().startswith(("'", '"')))
         value, found = parse_yaml_value(raw, path, location)
         if isinstance(value, datetime.date):
-            # No field holds a date, and a shell strips the quotes that would keep
+            # No field contains a date, and a shell strips the quotes that would keep
             # --set model.revision=2025-06-21 as text, so the text as written is meant.
             value = raw.strip()
         layers.append(Layer("--set", _nested(path, value), {path: location}, found))

@@ -1,8 +1,8 @@
 """The interface every deploy target follows, so that adding a target touches one module.
 
-A target is built from a loaded config and knows how to read and write the applied
-record, look at the live endpoint, sync weights, deploy, change the autoscaler in place,
-and stop the deployment.
+A target is built from a loaded config. It reads and writes the applied record, reads
+the live endpoint, syncs weights, deploys, changes the autoscaler in place and stops the
+deployment.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class DeployOutcome:
-    """What a deploy produced: the endpoint URL ending in /v1 and target-specific ids."""
+    """The result of a deploy: the endpoint URL ending in /v1 and target-specific ids."""
 
     url: str
     details: dict[str, Any] = field(default_factory=dict)

@@ -96,7 +96,7 @@ def sync_weights(
     return lock
 
 
-# How messages name a pinned lock that was passed in rather than read from a file.
+# The name messages use for a pinned lock that was passed in rather than read from a file.
 PINNED_LOCK_NAME = "weights.lock"
 
 
