@@ -240,14 +240,21 @@ class AutoscalingSpec(Section):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> AutoscalingSpec:
-        if self.max_containers is not None and self.min_containers > self.max_containers:
-            raise RuleError(
-                f"min_containers must not exceed max_containers (got min_containers="
-                f"{self.min_containers}, max_containers={self.max_containers}); lower "
-                "min_containers or raise max_containers",
-                "min_containers",
-            )
+        _check_not_above("min_containers", self.min_containers,
+                         "max_containers", self.max_containers)
         return self
+
+
+def _check_not_above(lower: str, lower_value: int | None, upper: str,
+                     upper_value: int | None) -> None:
+    """Raise RuleError, pointing at ``lower``, when both values are set and lower > upper."""
+    if lower_value is None or upper_value is None or lower_value <= upper_value:
+        return
+    raise RuleError(
+        f"{lower} must not exceed {upper} (got {lower}={lower_value}, {upper}={upper_value}); "
+        f"lower {lower} or raise {upper}",
+        lower,
+    )
 
 
 class ConcurrencySpec(Section):
@@ -268,13 +275,7 @@ class ConcurrencySpec(Section):
 
     @model_validator(mode="after")
     def _check_target(self) -> ConcurrencySpec:
-        if self.target_inputs is not None and self.target_inputs > self.max_inputs:
-            raise RuleError(
-                f"target_inputs must not exceed max_inputs "
-                f"(got target_inputs={self.target_inputs}, max_inputs={self.max_inputs}); "
-                "lower target_inputs or raise max_inputs",
-                "target_inputs",
-            )
+        _check_not_above("target_inputs", self.target_inputs, "max_inputs", self.max_inputs)
         return self
 
 
