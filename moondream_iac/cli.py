@@ -115,8 +115,9 @@ def print_problems(error: ConfigError) -> None:
 
 
 def print_warnings(warnings: list[Any]) -> None:
-    for warning in warnings:
-        stderr.print(f"[yellow]warning:[/yellow] {escape(warning.format())}")
+    """Print each warning once: the base and its environments share most fields."""
+    for text in dict.fromkeys(warning.format() for warning in warnings):
+        stderr.print(f"[yellow]warning:[/yellow] {escape(text)}")
 
 
 @app.command()
@@ -146,10 +147,7 @@ def validate(
                                    "problems": [p.format() for p in error.problems]}, indent=2))
         raise
 
-    # The base and each environment share most fields, so one warning can repeat.
-    warnings = list(dict.fromkeys(w.format() for c in configs for w in c.warnings))
-    for warning in warnings:
-        stderr.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    print_warnings([warning for config in configs for warning in config.warnings])
     if as_json:
         document = {
             "valid": True,
