@@ -1,4 +1,4 @@
-"""The deployment lock: one apply per deployment at a time; the other run is told the holder."""
+"""The deployment lock: one apply per deployment at a time; the other run gets the holder named."""
 
 from __future__ import annotations
 

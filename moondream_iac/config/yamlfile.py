@@ -42,7 +42,7 @@ _BOOLEAN_WORDS = frozenset({"yes", "no", "on", "off", "y", "n"})
 
 @dataclass(frozen=True)
 class Location:
-    """Where a value was written: file, 1-based line and column, and the text as written."""
+    """The place a value was written: file, 1-based line and column, and the text as written."""
 
     file: str
     line: int

@@ -34,7 +34,7 @@ SMOKE_TIMEOUT_S = 120.0
 
 @dataclass
 class ApplyOptions:
-    """How apply behaves; ``confirm`` asks the user and returns their answer."""
+    """Options of one apply run; ``confirm`` prompts the user and returns the reply."""
 
     confirm: Callable[[Plan], bool]
     show_plan: Callable[[Plan], None]

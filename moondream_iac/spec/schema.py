@@ -361,7 +361,7 @@ def _check_known_revision(repo: str, revision: str) -> None:
 
 
 class VolumeSpec(Section):
-    """The Modal Volume that holds the weights."""
+    """The Modal Volume that contains the weights."""
 
     name: ModalName = Field(
         "moondream-weights", description="Modal Volume name."

@@ -19,7 +19,7 @@ TOOL_VERSION = '0.0.0'
 MODEL_REPO = 'acme/moondream2-finetune'
 MODEL_REVISION = '0123456789abcdef0123456789abcdef01234567'
 WEIGHTS_ROOT = '/weights'
-# The variable that holds the Hugging Face token in the weights function, or None.
+# The variable that contains the Hugging Face token in the weights function, or None.
 HUB_TOKEN_ENV = 'HF_TOKEN'
 
 app = modal.App('moondream-fork')

@@ -19,7 +19,7 @@ TOOL_VERSION = '0.0.0'
 MODEL_REPO = 'vikhyatk/moondream2'
 MODEL_REVISION = '2025-04-14'
 WEIGHTS_ROOT = '/weights'
-# The variable that holds the Hugging Face token in the weights function, or None.
+# The variable that contains the Hugging Face token in the weights function, or None.
 HUB_TOKEN_ENV = None
 
 app = modal.App('moondream-0409')
